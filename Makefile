@@ -1,0 +1,38 @@
+# Every target works on a fresh Debian 12 machine as root: the venvs are made on demand.
+VENV        ?= .venv
+VENV_COMPAT ?= .venv-compat
+PY          := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: test test-compat lint demo bench deb rpm clean
+
+$(VENV)/.stamp: pyproject.toml scripts/bootstrap
+	scripts/bootstrap $(VENV)
+
+$(VENV_COMPAT)/.stamp: pyproject.toml scripts/bootstrap
+	scripts/bootstrap $(VENV_COMPAT) compat
+
+# The whole suite on current PyPI releases, then the Kubernetes- and netlink-facing
+# tests again on the versions Debian 12 ships.
+test: $(VENV)/.stamp $(VENV_COMPAT)/.stamp lint
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(VENV_COMPAT)/bin/python -m pytest -q $(PYTEST_ARGS) -m "not packaging" tests/unit tests/integration
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/ruff check litelb tests bench
+	$(VENV)/bin/ruff format --check litelb tests bench
+
+demo: $(VENV)/.stamp
+	$(PY) -m bench.demo
+
+bench: $(VENV)/.stamp
+	$(PY) -m bench.run
+
+deb:
+	scripts/build-deb
+
+rpm:
+	scripts/build-rpm
+
+clean:
+	rm -rf $(VENV) $(VENV_COMPAT) build dist out *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from litelb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,825 @@
+"""Kubernetes adapter: which API servers the EndpointSlices list, kept current by a watch.
+
+Everything here talks to Kubernetes through the official client, as the kubelet's
+identity, and only reads. The decision core never sees this module's types: the
+watcher hands it EndpointSnapshot values.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import logging
+import random
+import re
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import suppress
+from typing import Any, Callable, Optional, TypeVar
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes.client.rest import ApiException
+from urllib3.connection import HTTPConnection
+
+from litelb.adapters.kubeconfig import (
+    KUBELET_KUBECONFIGS,
+    KubeConfigError,
+    KubeError,
+    find_kubeconfig,
+    load_configuration,
+)
+from litelb.config import KubernetesConfig
+from litelb.model import CheckResult, Endpoint, EndpointSnapshot, ip_sort_key
+
+__all__ = [
+    "KUBELET_KUBECONFIGS",
+    "EndpointWatcher",
+    "KubeClient",
+    "KubeConfigError",
+    "KubeError",
+    "KubeForbiddenError",
+    "KubeGoneError",
+    "KubeUnavailableError",
+    "endpoints_to_snapshot",
+    "find_kubeconfig",
+    "kube_checks",
+    "slices_to_snapshot",
+]
+
+log = logging.getLogger("litelb.kube")
+
+RBAC_FIX = "litelb rbac | kubectl apply -f -"
+DISCOVERY_GROUP = "discovery.k8s.io"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+DEFAULT_PORT = 6443
+ADDRESS_TYPES = {4: "IPv4", 6: "IPv6"}
+
+# Linux keepalive: a peer that vanished (powered-off VM, cut link) is noticed after
+# about IDLE + INTVL * CNT = 8 s even while a watch legitimately waits in silence.
+KEEPALIVE_IDLE = 2
+KEEPALIVE_INTERVAL = 2
+KEEPALIVE_COUNT = 3
+
+# The API server ends a watch exactly at timeoutSeconds; this covers scheduling and
+# network delay, so a quiet but healthy watch never trips the read timeout.
+WATCH_CLOSE_SLACK = 3.0
+# After a server failed, others are preferred for this long.
+FAILED_SERVER_PENALTY = 30.0
+# The Endpoints fallback polls; a watch on core endpoints is not granted to nodes.
+FALLBACK_POLL_INTERVAL = 2.0
+# A watch that ends this soon with nothing in it counts as a failure for backoff.
+SHORT_WATCH = 1.0
+STOP_INTERRUPT_INTERVAL = 0.2
+
+_TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException)
+_T = TypeVar("_T")
+
+
+class KubeForbiddenError(KubeError):
+    """RBAC denies what litelb needs; the text names the permission and the fix."""
+
+    def __init__(self, verb: str, resource: str, namespace: str, user: str, detail: str) -> None:
+        self.verb = verb
+        self.resource = resource
+        self.namespace = namespace
+        self.user = user
+        super().__init__(
+            f"forbidden: {user} may not {verb} {resource} in namespace {namespace!r} "
+            f"({detail}); grant it with: {RBAC_FIX}"
+        )
+
+
+class KubeGoneError(KubeError):
+    """410: the resourceVersion is older than the server's history; list again."""
+
+
+class KubeUnavailableError(KubeError):
+    """No API server answered: connection refused, timed out or failed TLS verification."""
+
+
+def _get(obj: Any, camel: str, snake: str) -> Any:
+    """A field of a raw API dict (camelCase) or of a client model (snake_case)."""
+    if isinstance(obj, dict):
+        return obj.get(camel)
+    return getattr(obj, snake, None)
+
+
+def _normalized_ip(text: Any, family: int) -> Optional[str]:
+    try:
+        ip = ipaddress.ip_address(str(text))
+    except ValueError:
+        return None
+    return ip.compressed if ip.version == family else None
+
+
+def _service_port(ports: Any) -> int:
+    """The port named "https", else the first one, else the API server default."""
+    numbers = [(_get(p, "name", "name"), _get(p, "port", "port")) for p in ports or ()]
+    numbers = [(name, port) for name, port in numbers if isinstance(port, int)]
+    for name, port in numbers:
+        if name == "https":
+            return port
+    return numbers[0][1] if numbers else DEFAULT_PORT
+
+
+def _merged(found: dict[tuple[str, int], bool], resource_version: str) -> EndpointSnapshot:
+    endpoints = tuple(
+        Endpoint(address=address, port=port, ready=ready)
+        for (address, port), ready in sorted(
+            found.items(), key=lambda item: (ip_sort_key(item[0][0]), item[0][1])
+        )
+    )
+    return EndpointSnapshot(endpoints=endpoints, resource_version=resource_version)
+
+
+def slices_to_snapshot(slices: list[Any], family: int, resource_version: str) -> EndpointSnapshot:
+    """Merge EndpointSlices (raw dicts or client models) into one snapshot of `family`.
+
+    A purely computational function with no side effects. Slices of the other
+    address family (and FQDN slices) are skipped; an endpoint is ready unless
+    `conditions.ready` is false or `conditions.terminating` is true; an address
+    listed twice (slices overlap while the controller moves endpoints) is ready if
+    any copy says so.
+    """
+    wanted_type = ADDRESS_TYPES[family]
+    found: dict[tuple[str, int], bool] = {}
+    for es in slices:
+        if _get(es, "addressType", "address_type") != wanted_type:
+            continue
+        port = _service_port(_get(es, "ports", "ports"))
+        for ep in _get(es, "endpoints", "endpoints") or ():
+            conditions = _get(ep, "conditions", "conditions")
+            ready = conditions is None or (
+                _get(conditions, "ready", "ready") is not False
+                and _get(conditions, "terminating", "terminating") is not True
+            )
+            for text in _get(ep, "addresses", "addresses") or ():
+                address = _normalized_ip(text, family)
+                if address is not None:
+                    found[(address, port)] = found.get((address, port), False) or ready
+    return _merged(found, resource_version)
+
+
+def endpoints_to_snapshot(endpoints: Any, family: int, resource_version: str) -> EndpointSnapshot:
+    """The same view from a core v1 Endpoints object (raw dict), for the fallback.
+
+    A purely computational function with no side effects.
+    """
+    found: dict[tuple[str, int], bool] = {}
+    for subset in endpoints.get("subsets") or ():
+        port = _service_port(subset.get("ports"))
+        for key, ready in (("addresses", True), ("notReadyAddresses", False)):
+            for entry in subset.get(key) or ():
+                address = _normalized_ip(entry.get("ip"), family)
+                if address is not None:
+                    found[(address, port)] = found.get((address, port), False) or ready
+    return _merged(found, resource_version)
+
+
+def _url(address: str, port: int) -> str:
+    host = f"[{address}]" if ":" in address else address
+    return f"https://{host}:{port}"
+
+
+def _keepalive_socket_options() -> list[tuple[int, int, int]]:
+    options = list(HTTPConnection.default_socket_options)
+    options.append((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1))
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        if hasattr(socket, name):  # Linux has all three; the daemon only runs there
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
+
+
+def _status_message(e: ApiException) -> str:
+    body = e.body.decode("utf-8", "replace") if isinstance(e.body, bytes) else e.body
+    try:
+        message = json.loads(body or "")["message"]
+    except (ValueError, KeyError, TypeError):
+        message = ""
+    return str(message) if message else f"{e.status} {e.reason}"
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ApiException):
+        # Status 0 is how the client reports a TLS failure.
+        return str(e.reason).strip().replace("\n", ": ") if e.status == 0 else _status_message(e)
+    return f"{type(e).__name__}: {e}"
+
+
+_NAME_KEYS = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU"}
+
+
+def _peer_name_text(name: Any) -> str:
+    """A certificate name as ssl.getpeercert() gives it, written the way openssl prints it."""
+    parts = (f"{_NAME_KEYS.get(k, k)}={v}" for rdn in name or () for k, v in rdn)
+    return ",".join(parts) or "(empty)"
+
+
+class KubeClient:
+    """The API servers litelb may talk to, with failover between them.
+
+    All servers share the kubeconfig's CA and client credentials and are always
+    verified. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        cfg: KubernetesConfig,
+        kubeconfig_path: str,
+        *,
+        read_timeout: float = 10.0,
+        connect_timeout: float = 3.0,
+    ) -> None:
+        self._cfg = cfg
+        self._path = kubeconfig_path
+        self._read_timeout = read_timeout
+        self._connect_timeout = connect_timeout
+        base = load_configuration(kubeconfig_path)
+        self._kubeconfig_server = base.host.rstrip("/")
+        self._ca_file: Optional[str] = base.ssl_ca_cert
+        self._lock = threading.Lock()
+        self._clients: dict[str, k8s_client.ApiClient] = {}
+        self._current = self._kubeconfig_server
+        self._failed_at: dict[str, float] = {}
+        self._endpoint_servers: tuple[str, ...] = ()
+        self._streams: set[Any] = set()
+        self._closed = False
+        self._clients[self._current] = self._new_api_client(base)
+
+    # -- servers and failover -------------------------------------------------------
+
+    @property
+    def server(self) -> str:
+        with self._lock:
+            return self._current
+
+    @property
+    def service(self) -> str:
+        return self._cfg.service
+
+    def note_endpoints(self, snapshot: EndpointSnapshot) -> None:
+        servers = tuple(_url(e.address, e.port) for e in snapshot.endpoints if e.ready)
+        with self._lock:
+            self._endpoint_servers = servers
+
+    def _candidates(self) -> list[str]:
+        """Servers to try, current first; recently failed ones last, oldest failure first."""
+        with self._lock:
+            known = [self._kubeconfig_server, *self._endpoint_servers, *self._cfg.api_servers]
+            current = self._current
+            failed_at = dict(self._failed_at)
+        ordered = list(dict.fromkeys(s.rstrip("/") for s in known))
+        now = time.monotonic()
+
+        def recently_failed(server: str) -> bool:
+            return now - failed_at.get(server, -FAILED_SERVER_PENALTY) < FAILED_SERVER_PENALTY
+
+        fine = [s for s in ordered if not recently_failed(s)]
+        if current in fine:
+            fine.remove(current)
+            fine.insert(0, current)
+        failed = sorted((s for s in ordered if recently_failed(s)), key=lambda s: failed_at[s])
+        return fine + failed
+
+    def _new_api_client(self, configuration: k8s_client.Configuration) -> k8s_client.ApiClient:
+        api = k8s_client.ApiClient(configuration)
+        # Configuration.socket_options only exists in newer clients; the pool manager's
+        # keyword arguments reach every connection pool in all of them.
+        api.rest_client.pool_manager.connection_pool_kw["socket_options"] = (
+            _keepalive_socket_options()
+        )
+        return api
+
+    def _api(self, server: str) -> k8s_client.ApiClient:
+        with self._lock:
+            if self._closed:
+                raise KubeError("the Kubernetes client was closed")
+            api = self._clients.get(server)
+        if api is None:
+            api = self._new_api_client(load_configuration(self._path, server))
+            with self._lock:
+                api = self._clients.setdefault(server, api)
+        return api
+
+    def _use(self, server: str) -> None:
+        with self._lock:
+            self._failed_at.pop(server, None)
+            previous, self._current = self._current, server
+        if previous != server:
+            log.info("kubernetes API server in use: %s (was %s)", server, previous)
+
+    def _mark_failed(self, server: str) -> None:
+        with self._lock:
+            self._failed_at[server] = time.monotonic()
+
+    def _call(self, what: str, request: Callable[[k8s_client.ApiClient], _T]) -> tuple[str, _T]:
+        """Run `request` against the current server, failing over to the others."""
+        failures = []
+        for server in self._candidates():
+            try:
+                result = request(self._api(server))
+            except ApiException as e:
+                # Status 0 is a TLS failure; 5xx and 429 say this server cannot serve now.
+                if e.status == 0 or e.status == 429 or e.status >= 500:
+                    self._mark_failed(server)
+                    failures.append(f"{server}: {_describe(e)}")
+                    continue
+                self._use(server)
+                raise
+            except _TRANSPORT_ERRORS as e:
+                self._mark_failed(server)
+                failures.append(f"{server}: {_describe(e)}")
+                continue
+            self._use(server)
+            return server, result
+        raise KubeUnavailableError(
+            f"{what}: no Kubernetes API server answered ({'; '.join(failures)})"
+        )
+
+    def _timeout(self, read: Optional[float] = None) -> tuple[float, float]:
+        return (self._connect_timeout, self._read_timeout if read is None else read)
+
+    # -- requests -------------------------------------------------------------------
+
+    def _rejected(self, what: str, e: ApiException, verb: str, resource: str) -> KubeError:
+        """The error for an answer other than success from a server that works."""
+        message = _status_message(e)
+        if e.status == 403:
+            match = re.search(r'User "([^"]+)"', message)
+            user = match.group(1) if match else f"the user of {self._path}"
+            return KubeForbiddenError(verb, resource, self._cfg.namespace, user, message)
+        if e.status == 410:
+            return KubeGoneError(f"{what}: {message}")
+        if e.status == 401:
+            return KubeError(
+                f"{what}: 401 Unauthorized: the API server rejected the credentials in "
+                f"{self._path} (expired or foreign client certificate?)"
+            )
+        return KubeError(f"{what}: {message}")
+
+    def _read_json(
+        self, what: str, verb: str, resource: str, request: Callable[[k8s_client.ApiClient], Any]
+    ) -> dict:
+        def read(api: k8s_client.ApiClient) -> bytes:
+            response = request(api)
+            try:
+                return response.data
+            finally:
+                response.release_conn()
+
+        try:
+            server, data = self._call(what, read)
+        except ApiException as e:
+            raise self._rejected(what, e, verb, resource) from e
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise KubeError(f"{what}: {server} answered something that is not JSON: {e}") from e
+
+    def list_slice_objects(self) -> tuple[list[dict], str]:
+        """The raw EndpointSlices of the service and the list's resourceVersion."""
+        ns, name = self._cfg.namespace, self._cfg.service_name
+        body = self._read_json(
+            f"list EndpointSlices of {self._cfg.service}",
+            "list",
+            f"{DISCOVERY_GROUP}/endpointslices",
+            lambda api: k8s_client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+                ns,
+                label_selector=f"{SERVICE_NAME_LABEL}={name}",
+                _preload_content=False,
+                _request_timeout=self._timeout(),
+            ),
+        )
+        return list(body.get("items") or ()), str(body["metadata"]["resourceVersion"])
+
+    def list_slices(self, family: Optional[int] = None) -> EndpointSnapshot:
+        """The merged EndpointSlices of `family` (4 or 6); None: of both families."""
+        items, rv = self.list_slice_objects()
+        if family is not None:
+            return slices_to_snapshot(items, family, rv)
+        both = (slices_to_snapshot(items, f, rv).endpoints for f in ADDRESS_TYPES)
+        return EndpointSnapshot(
+            endpoints=tuple(e for part in both for e in part), resource_version=rv
+        )
+
+    def get_endpoints(self, family: int) -> EndpointSnapshot:
+        """The service's core v1 Endpoints: what the Node authorizer lets every kubelet get."""
+        ns, name = self._cfg.namespace, self._cfg.service_name
+        body = self._read_json(
+            f"get Endpoints {self._cfg.service}",
+            "get",
+            "endpoints",
+            lambda api: k8s_client.CoreV1Api(api).read_namespaced_endpoints(
+                name, ns, _preload_content=False, _request_timeout=self._timeout()
+            ),
+        )
+        rv = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        return endpoints_to_snapshot(body, family, rv)
+
+    def watch_slices(
+        self, resource_version: str, timeout_seconds: int
+    ) -> Iterator[tuple[str, dict]]:
+        """(event type, raw object) from a watch of the service's EndpointSlices.
+
+        ERROR events are passed on (a 410 arrives as one); a 410 or 403 on the
+        request itself raises KubeGoneError or KubeForbiddenError. The stream ends
+        cleanly after `timeout_seconds`; a silent or broken one raises
+        KubeUnavailableError within the read timeout.
+        """
+        ns, name = self._cfg.namespace, self._cfg.service_name
+        what = f"watch EndpointSlices of {self._cfg.service}"
+        read_timeout = max(self._read_timeout, timeout_seconds + WATCH_CLOSE_SLACK)
+        try:
+            server, response = self._call(
+                what,
+                lambda api: k8s_client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+                    ns,
+                    label_selector=f"{SERVICE_NAME_LABEL}={name}",
+                    watch=True,
+                    allow_watch_bookmarks=True,
+                    resource_version=resource_version,
+                    timeout_seconds=timeout_seconds,
+                    _preload_content=False,
+                    _request_timeout=self._timeout(read_timeout),
+                ),
+            )
+        except ApiException as e:
+            raise self._rejected(what, e, "watch", f"{DISCOVERY_GROUP}/endpointslices") from e
+        complete = False
+        with self._lock:
+            self._streams.add(response)
+        try:
+            pending = b""
+            for chunk in response.stream(amt=None, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        yield event["type"], event["object"]
+            complete = True
+        except (*_TRANSPORT_ERRORS, ValueError, KeyError, TypeError) as e:
+            self._mark_failed(server)
+            raise KubeUnavailableError(f"{what} through {server}: {_describe(e)}") from e
+        finally:
+            with self._lock:
+                self._streams.discard(response)
+            if not complete:
+                # Unread data must not go back to the pool with the connection.
+                response.close()
+            response.release_conn()
+
+    def interrupt(self) -> None:
+        """Wake every watch blocked in a read, so a stopping daemon need not wait for it."""
+        with self._lock:
+            streams = list(self._streams)
+        for response in streams:
+            sock = getattr(response.connection, "sock", None)
+            if sock is not None:
+                # The plain socket's shutdown: SSLSocket's would tear down TLS state
+                # under the reading thread's feet.
+                with suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def access_review(self, verb: str, group: str, resource: str, namespace: str) -> bool:
+        """Whether this identity may do it, per a SelfSubjectAccessReview (any user may ask)."""
+        review = k8s_client.V1SelfSubjectAccessReview(
+            spec=k8s_client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=k8s_client.V1ResourceAttributes(
+                    verb=verb, group=group, resource=resource, namespace=namespace
+                )
+            )
+        )
+        body = self._read_json(
+            f"SelfSubjectAccessReview of {verb} {resource}",
+            "create",
+            "authorization.k8s.io/selfsubjectaccessreviews",
+            lambda api: k8s_client.AuthorizationV1Api(api).create_self_subject_access_review(
+                review, _preload_content=False, _request_timeout=self._timeout()
+            ),
+        )
+        return bool((body.get("status") or {}).get("allowed"))
+
+    def _peer_certificate(self) -> dict:
+        server = self.server
+        parts = urllib.parse.urlsplit(server)
+        host, port = parts.hostname or "", parts.port or 443
+        context = ssl.create_default_context(cafile=self._ca_file)
+        try:
+            with socket.create_connection((host, port), timeout=self._connect_timeout) as raw:
+                raw.settimeout(self._read_timeout)
+                with context.wrap_socket(raw, server_hostname=host) as tls:
+                    return tls.getpeercert() or {}
+        except (OSError, ssl.SSLError) as e:
+            raise KubeUnavailableError(f"TLS handshake with {server}: {e}") from e
+
+    def server_certificate(self) -> tuple[str, tuple[str, ...]]:
+        """Subject and SANs (DNS names and IPs, IPs normalized) of the server in use."""
+        cert = self._peer_certificate()
+        sans = []
+        for kind, value in cert.get("subjectAltName", ()):
+            if kind == "IP Address":
+                sans.append(ipaddress.ip_address(value.strip()).compressed)
+            elif kind == "DNS":
+                sans.append(value)
+        return _peer_name_text(cert.get("subject")), tuple(sans)
+
+    def server_certificate_sans(self) -> tuple[str, ...]:
+        return self.server_certificate()[1]
+
+    def close(self) -> None:
+        self.interrupt()
+        with self._lock:
+            self._closed = True
+            clients, self._clients = list(self._clients.values()), {}
+        for api in clients:
+            api.rest_client.pool_manager.clear()
+            api.close()
+
+
+class EndpointWatcher:
+    """List, then watch, the service's EndpointSlices; hand every state to `on_snapshot`.
+
+    `run` blocks until `stop` is set and never raises. Every snapshot is the whole
+    merged state, never a delta, so the receiver only has to act on the latest.
+    """
+
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        family: int,
+        on_snapshot: Callable[[EndpointSnapshot], None],
+        stop: threading.Event,
+        watch_timeout: int = 6,
+        retry_max: float = 5.0,
+    ) -> None:
+        self._client = client
+        self._family = family
+        self._on_snapshot = on_snapshot
+        self._stop = stop
+        self._watch_timeout = watch_timeout
+        self._retry_max = retry_max
+        self._random = random.Random()
+        self._failures = 0
+        self._slices: dict[str, dict] = {}
+        self._reported: Optional[str] = None
+        self._fallback_active = False
+        self.synced = threading.Event()
+        self.last_progress = time.monotonic()
+        self.last_error: Optional[str] = None
+
+    def run(self) -> None:
+        done = threading.Event()
+        threading.Thread(
+            target=self._interrupt_on_stop, args=(done,), name="litelb-kube-stop", daemon=True
+        ).start()
+        try:
+            self._loop()
+        finally:
+            done.set()
+
+    def _loop(self) -> None:
+        resource_version: Optional[str] = None
+        while not self._stop.is_set():
+            try:
+                if resource_version is None:
+                    resource_version = self._list()
+                else:
+                    resource_version = self._watch(resource_version)
+            # The watcher must outlive any bug of its own: the daemon would otherwise
+            # keep routing on a view that silently stopped changing.
+            except Exception as e:
+                if self._stop.is_set():
+                    return  # the interrupted watch's error is no news
+                resource_version = None
+                self._recover(e)
+
+    def _interrupt_on_stop(self, done: threading.Event) -> None:
+        self._stop.wait()
+        # Repeated: a watch opened just as stop was set must not hold up the exit.
+        while not done.is_set():
+            self._client.interrupt()
+            done.wait(STOP_INTERRUPT_INTERVAL)
+
+    def _recover(self, e: Exception) -> None:
+        """Report a failed list or watch and wait as it deserves; a fresh list follows."""
+        if isinstance(e, KubeGoneError):
+            log.debug("%s; listing again", e)
+        elif isinstance(e, KubeForbiddenError):
+            self._failed(str(e), logging.ERROR)
+            self._fallback()
+        elif isinstance(e, KubeError):
+            self._failed(str(e), logging.WARNING)
+            self._backoff()
+        else:
+            log.exception("EndpointSlice watcher failed unexpectedly")
+            self._failed(f"unexpected error: {type(e).__name__}: {e}", logging.ERROR)
+            self._backoff()
+
+    def _list(self) -> str:
+        items, resource_version = self._client.list_slice_objects()
+        self._slices = {s["metadata"]["name"]: s for s in items}
+        self._publish(resource_version)
+        self.synced.set()
+        self._succeeded()
+        return resource_version
+
+    def _watch(self, resource_version: str) -> Optional[str]:
+        """Follow one watch stream; the resourceVersion to resume from, None to relist."""
+        started = time.monotonic()
+        events = 0
+        stream = self._client.watch_slices(resource_version, self._watch_timeout)
+        try:
+            for event_type, obj in stream:
+                events += 1
+                if event_type == "ERROR":
+                    return self._watch_error(obj)
+                metadata = obj.get("metadata") or {}
+                resource_version = str(metadata.get("resourceVersion") or resource_version)
+                if event_type == "DELETED":
+                    self._slices.pop(metadata.get("name"), None)
+                elif event_type in ("ADDED", "MODIFIED"):
+                    self._slices[metadata.get("name")] = obj
+                if event_type != "BOOKMARK":
+                    self._publish(resource_version)
+                self._succeeded()
+                if self._stop.is_set():
+                    return resource_version
+        finally:
+            stream.close()
+        if events == 0 and time.monotonic() - started < SHORT_WATCH:
+            # A server that keeps ending watches at once must not make us spin.
+            self.last_progress = time.monotonic()
+            self._failures += 1
+            self._wait(self._delay())
+        else:
+            self._succeeded()
+        return resource_version
+
+    def _watch_error(self, status: dict) -> Optional[str]:
+        if status.get("code") == 410:
+            log.debug("watch expired (%s); listing again", status.get("message"))
+            return None
+        raise KubeError(
+            f"watch EndpointSlices of {self._client.service}: error event "
+            f"{status.get('code')} {status.get('reason')}: {status.get('message')}"
+        )
+
+    def _publish(self, resource_version: str) -> None:
+        snapshot = slices_to_snapshot(list(self._slices.values()), self._family, resource_version)
+        self._deliver(snapshot)
+
+    def _deliver(self, snapshot: EndpointSnapshot) -> None:
+        self._client.note_endpoints(snapshot)
+        try:
+            self._on_snapshot(snapshot)
+        # The receiver's bug is logged where it happens; the watch state stays valid,
+        # and the next snapshot (a full state, not a delta) makes up for this one.
+        except Exception:
+            log.exception("the EndpointSlice receiver failed on %s", snapshot)
+
+    def _fallback(self) -> None:
+        """While RBAC forbids EndpointSlices, poll what the Node authorizer always grants."""
+        try:
+            snapshot = self._client.get_endpoints(self._family)
+        except KubeError as e:
+            log.debug("Endpoints fallback unavailable: %s", e)
+            self._backoff()
+            return
+        if not self._fallback_active:
+            log.warning(
+                "FALLBACK: polling the core v1 Endpoints %s every %.0f s instead of watching "
+                "its EndpointSlices; changes are seen later and readiness is coarser until "
+                "the permission is granted: %s",
+                self._client.service,
+                FALLBACK_POLL_INTERVAL,
+                RBAC_FIX,
+            )
+            self._fallback_active = True
+        self._deliver(snapshot)
+        self.synced.set()
+        self.last_progress = time.monotonic()
+        self._wait(FALLBACK_POLL_INTERVAL)
+
+    def _succeeded(self) -> None:
+        self._failures = 0
+        self.last_progress = time.monotonic()
+        if self.last_error is not None:
+            log.info("EndpointSlices readable again through %s", self._client.server)
+        self.last_error = None
+        self._reported = None
+        self._fallback_active = False
+
+    def _failed(self, text: str, level: int) -> None:
+        """Record a failure; log it only when it differs from the last one logged."""
+        self._failures += 1
+        self.last_error = text
+        if text != self._reported:
+            log.log(level, "%s", text)
+            self._reported = text
+
+    def _delay(self) -> float:
+        ceiling = min(self._retry_max, 0.2 * 2 ** min(self._failures, 10))
+        return ceiling * (0.5 + self._random.random() / 2)
+
+    def _backoff(self) -> None:
+        self._wait(self._delay())
+
+    def _wait(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+
+def kube_checks(cfg: KubernetesConfig, *, family: int) -> list[CheckResult]:
+    """The Kubernetes lines of `litelb check`."""
+    results: list[CheckResult] = []
+    try:
+        path, why = find_kubeconfig(cfg.kubeconfig)
+    except KubeConfigError as e:
+        return [CheckResult("FAIL", f"kubeconfig: {e}")]
+    results.append(CheckResult("ok", f"kubeconfig {path}: {why}"))
+    try:
+        client = KubeClient(cfg, path, read_timeout=5.0)
+    except KubeConfigError as e:
+        results.append(CheckResult("FAIL", f"kubeconfig: {e}"))
+        return results
+    try:
+        results.extend(_client_checks(client, cfg, family))
+    finally:
+        client.close()
+    return results
+
+
+def _client_checks(client: KubeClient, cfg: KubernetesConfig, family: int) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    missing = []
+    try:
+        for verb in ("list", "watch"):
+            if not client.access_review(verb, DISCOVERY_GROUP, "endpointslices", cfg.namespace):
+                missing.append(verb)
+    except KubeError as e:
+        return [CheckResult("FAIL", f"kubernetes API: {e}")]
+    try:
+        subject, sans = client.server_certificate()
+        results.append(
+            CheckResult(
+                "ok",
+                f"kubernetes API server {client.server}: certificate {subject}, "
+                f"SANs {', '.join(sans) or '(none)'}",
+            )
+        )
+    except KubeError as e:
+        results.append(CheckResult("warn", f"kubernetes API server {client.server}: {e}"))
+    if missing:
+        results.append(
+            CheckResult(
+                "FAIL",
+                f"RBAC: may not {' or '.join(missing)} {DISCOVERY_GROUP}/endpointslices in "
+                f"namespace {cfg.namespace!r}; fix: {RBAC_FIX}",
+            )
+        )
+    else:
+        results.append(
+            CheckResult(
+                "ok",
+                f"RBAC: may list and watch {DISCOVERY_GROUP}/endpointslices in "
+                f"namespace {cfg.namespace!r}",
+            )
+        )
+    results.append(_endpoints_check(client, cfg, family))
+    return results
+
+
+def _endpoints_check(client: KubeClient, cfg: KubernetesConfig, family: int) -> CheckResult:
+    kind = ADDRESS_TYPES[family]
+    try:
+        snapshot = client.list_slices(family)
+    except KubeForbiddenError:
+        try:
+            fallback = client.get_endpoints(family)
+        except KubeError as e:
+            return CheckResult("FAIL", f"EndpointSlices of {cfg.service}: forbidden; {e}")
+        return CheckResult(
+            "warn",
+            f"EndpointSlices of {cfg.service}: forbidden; the daemon would poll the core "
+            f"Endpoints instead ({len(fallback.ready_addresses)} ready {kind}: "
+            f"{', '.join(fallback.ready_addresses) or 'none'}); fix: {RBAC_FIX}",
+        )
+    except KubeError as e:
+        return CheckResult("FAIL", f"EndpointSlices of {cfg.service}: {e}")
+    ready = snapshot.ready_addresses
+    text = (
+        f"EndpointSlices of {cfg.service} list {len(ready)} ready {kind} endpoints"
+        f"{': ' + ', '.join(ready) if ready else ''}"
+    )
+    return CheckResult("ok" if ready else "FAIL", text)

@@ -1,0 +1,691 @@
+"""The NSX Policy API client: one static route on one Tier-1, written by compare-and-swap.
+
+Only this module talks to NSX. It retries what NSX means as "later" (429, 502,
+503, 504, lost connections) with backoff and manager failover, and turns every
+other answer into one of its own exceptions; deciding what to write is the
+caller's job. One thread uses a client at a time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import random
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from litelb.adapters.nsx_auth import Auth, auth_for
+from litelb.config import NsxConfig
+from litelb.model import Route, Tag, ip_sort_key
+
+log = logging.getLogger("litelb.nsx")
+
+API = "/policy/api/v1"
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+ADVERTISE_STATIC = "TIER1_STATIC_ROUTES"
+# 500012: "The path=[...] is invalid", NSX's answer for a child of a missing Tier-1.
+PATH_INVALID_CODE = 500012
+# 500045: the object is still being deleted; re-reading later sorts it out, like a conflict.
+PENDING_DELETE_CODE = 500045
+_STALE_WORDS = re.compile(r"modified|stale|revision", re.IGNORECASE)
+# Logging out is a courtesy; it must not hold up a daemon that systemd is stopping.
+_LOGOUT_TIMEOUT = 2.0
+_MAX_DETAIL = 300
+
+
+class NsxError(Exception):
+    """An NSX request that did not do what was asked; str() is one actionable line."""
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        status: Optional[int],
+        error_code: Optional[int] = None,
+        detail: str = "",
+        *,
+        manager: str = "",
+        hint: str = "",
+        attempts: int = 1,
+        summary: str = "",
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.error_code = error_code
+        self.detail = detail
+        self.manager = manager
+        self.hint = hint
+        self.attempts = attempts
+        self.summary = summary
+        super().__init__(self._line())
+
+    @property
+    def path(self) -> str:
+        return self.url[len(self.manager) :] if self.url.startswith(self.manager) else self.url
+
+    def _line(self) -> str:
+        path = self.path
+        if self.summary:
+            line = self.summary
+        elif self.status is None:
+            line = f"NSX manager {self.manager} did not answer {self.method} {path}"
+        else:
+            line = f"NSX manager {self.manager} answered {self.status} for {self.method} {path}"
+        if self.attempts > 1:
+            line += f" (after {self.attempts} attempts)"
+        if self.detail:
+            line += f": {self.detail}"
+        if self.error_code is not None:
+            line += f" (error {self.error_code})"
+        if self.hint:
+            line += f": {self.hint}"
+        return line
+
+    def again(self) -> NsxError:
+        """A fresh copy, to raise once more without growing the original's traceback."""
+        return type(self)(
+            self.method,
+            self.url,
+            self.status,
+            self.error_code,
+            self.detail,
+            manager=self.manager,
+            hint=self.hint,
+            attempts=self.attempts,
+            summary=self.summary,
+        )
+
+
+class NsxAuthError(NsxError):
+    """NSX rejected the credentials (401/403); litelb waits before it tries again."""
+
+
+class NsxConflictError(NsxError):
+    """Someone else wrote the object since it was read: re-read and re-decide."""
+
+
+class NsxNotFoundError(NsxError):
+    """The Tier-1 gateway does not exist."""
+
+
+class NsxUnavailableError(NsxError):
+    """Every attempt ended in 429/502/503/504 or a connection failure."""
+
+
+@dataclass(frozen=True)
+class Tier1Info:
+    path: str
+    route_advertisement_types: tuple[str, ...]
+    tier0_path: str  # "" when the Tier-1 is not connected to a Tier-0
+
+    @property
+    def advertises_static_routes(self) -> bool:
+        return ADVERTISE_STATIC in self.route_advertisement_types
+
+
+# --- pure mapping -------------------------------------------------------------
+
+
+def route_to_body(route: Route, route_id: str, revision: Optional[int]) -> dict:
+    """The StaticRoutes object for a PUT; a purely computational function.
+
+    Only fields NSX accepts are sent: a next hop carries no `scope` (NSX rejects
+    an empty one), and `_revision` only when the object is replaced.
+    """
+    body: dict[str, Any] = {
+        "resource_type": "StaticRoutes",
+        "id": route_id,
+        "display_name": route.display_name or route_id,
+        "network": route.network,
+        "next_hops": [{"ip_address": hop, "admin_distance": 1} for hop in route.next_hops],
+        "tags": [{"scope": t.scope, "tag": t.tag} for t in route.tags],
+    }
+    if revision is not None:
+        body["_revision"] = revision
+    return body
+
+
+def _hop_key(hop: str) -> tuple[int, int, str]:
+    try:
+        return (*ip_sort_key(hop), "")
+    except ValueError:
+        return (99, 0, hop)
+
+
+def _normal_ip(text: str) -> str:
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        return text
+
+
+def route_from_body(body: dict) -> Route:
+    """A Route from NSX's StaticRoutes object; a purely computational function.
+
+    Next hops come sorted; a hop litelb would never write (admin distance other
+    than 1, a scope, no address) clears `plain_hops` so the route never
+    equals a desired one.
+    """
+    hops: list[str] = []
+    plain = True
+    for hop in body.get("next_hops") or ():
+        address = hop.get("ip_address")
+        if hop.get("admin_distance", 1) != 1 or hop.get("scope") or not address:
+            plain = False
+        if address:
+            hops.append(_normal_ip(address))
+    revision = body.get("_revision")
+    return Route(
+        network=body.get("network", ""),
+        next_hops=tuple(sorted(hops, key=_hop_key)),
+        display_name=body.get("display_name", ""),
+        tags=tuple(Tag(t.get("scope", ""), t.get("tag", "")) for t in body.get("tags") or ()),
+        revision=revision if isinstance(revision, int) else None,
+        plain_hops=plain,
+    )
+
+
+def _same_network(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_network(a, strict=False) == ipaddress.ip_network(b, strict=False)
+    except ValueError:
+        return a == b
+
+
+def holds(read: Route, written: Route, route_id: str) -> bool:
+    """Whether NSX's `read` route is the `written` one (order of hops and tags aside)."""
+    return (
+        _same_network(read.network, written.network)
+        and read.plain_hops
+        and read.next_hops == tuple(sorted(map(_normal_ip, written.next_hops), key=_hop_key))
+        and read.display_name == (written.display_name or route_id)
+        and sorted((t.scope, t.tag) for t in read.tags)
+        == sorted((t.scope, t.tag) for t in written.tags)
+    )
+
+
+def parse_error_body(text: str, reason: str = "") -> tuple[Optional[int], str]:
+    """(error_code, detail) from an NSX error answer; detail joins error_message and
+    the related errors. Bodies that are not NSX's JSON (a proxy's HTML) give a short
+    excerpt instead."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        excerpt = " ".join(re.sub(r"<[^>]*>", " ", text).split())
+        return None, (excerpt[:_MAX_DETAIL] or reason)
+    if not isinstance(body, dict):
+        return None, reason
+    code = body.get("error_code")
+    messages = [body.get("error_message")]
+    for related in body.get("related_errors") or ():
+        if isinstance(related, dict):
+            messages.append(related.get("error_message"))
+    detail = "; ".join(m.strip() for m in messages if isinstance(m, str) and m.strip())
+    return (code if isinstance(code, int) else None), (detail or reason)
+
+
+def error_class(status: int, error_code: Optional[int], detail: str) -> type[NsxError]:
+    """Which NsxError an answer is; a purely computational function."""
+    if status in (401, 403):
+        return NsxAuthError
+    if status in (409, 412):
+        return NsxConflictError
+    if status == 400 and (error_code == PENDING_DELETE_CODE or _STALE_WORDS.search(detail)):
+        return NsxConflictError
+    if status == 404 or (status == 400 and error_code == PATH_INVALID_CODE):
+        return NsxNotFoundError
+    if status in RETRYABLE_STATUS:
+        return NsxUnavailableError
+    return NsxError
+
+
+def retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a Retry-After header; None when absent or not a number of seconds."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _short_cause(exc: BaseException) -> str:
+    """The innermost useful words of a requests/urllib3 connection error."""
+    reason: BaseException = exc
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+        reason = inner.reason
+    elif isinstance(inner, BaseException):
+        reason = inner
+    if isinstance(reason, urllib3.exceptions.ProtocolError) and len(reason.args) == 2:
+        # ('Connection aborted.', RemoteDisconnected('Remote end closed ...'))
+        return f"{str(reason.args[0]).rstrip('.')}: {reason.args[1]}"[:_MAX_DETAIL]
+    text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>: |\w+\(host=[^)]*\): ", "", str(reason))
+    return (text or type(reason).__name__)[:_MAX_DETAIL]
+
+
+# --- transport ----------------------------------------------------------------
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """Accepts exactly the manager certificate with this SHA-256 fingerprint.
+
+    urllib3's assert_fingerprint works the same on 1.26 and 2.x; requests then
+    must not verify against a CA, which the caller arranges with verify=False.
+    """
+
+    def __init__(self, fingerprint: str) -> None:
+        self._fingerprint = fingerprint
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["assert_fingerprint"] = self._fingerprint
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _fingerprint(thumbprint: str) -> str:
+    fp = thumbprint.replace(":", "").strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", fp):
+        raise ValueError("[nsx] thumbprint must be a SHA-256 fingerprint (64 hex digits)")
+    return fp
+
+
+def _manager_url(manager: str) -> str:
+    url = manager.strip().rstrip("/")
+    return url if "://" in url else "https://" + url
+
+
+class _Manager:
+    """One NSX manager node and the HTTP session kept with it."""
+
+    def __init__(self, url: str, session: requests.Session) -> None:
+        self.url = url
+        self.session = session
+        self.logged_in = False
+
+
+class NsxClient:
+    """Reads and writes the route `cfg.route_path` on the Tier-1 `cfg.tier1_path`."""
+
+    def __init__(
+        self,
+        cfg: NsxConfig,
+        *,
+        on_request: Optional[Callable[[str, str, float], None]] = None,
+        sleep: Callable[[float], None] = time.sleep,
+        max_attempts: int = 6,
+        backoff_base: float = 0.2,
+        backoff_max: float = 10.0,
+        auth_retry_after: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not cfg.managers:
+            raise ValueError("[nsx] managers must name at least one manager")
+        if not cfg.route_id:
+            raise ValueError("[nsx] route_id must be resolved before the client is built")
+        self._cfg = cfg
+        self._on_request = on_request
+        self._sleep = sleep
+        self._max_attempts = max(1, max_attempts)
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._auth_retry_after = auth_retry_after
+        self._clock = clock
+        self._rng = random.Random()
+        self._auth: Auth = auth_for(cfg)
+        self._timeout = (cfg.timeout, cfg.timeout)
+        self._fingerprint = _fingerprint(cfg.thumbprint) if cfg.thumbprint else ""
+        self._verify: Any = True
+        if cfg.insecure or self._fingerprint:
+            self._verify = False
+        elif cfg.ca_file:
+            self._verify = cfg.ca_file
+        self._managers = [self._connect(_manager_url(m)) for m in cfg.managers]
+        self._current = 0
+        self._reachable: Optional[bool] = None
+        self._auth_failure: Optional[NsxAuthError] = None
+        self._auth_blocked_until = 0.0
+        if cfg.insecure and not self._fingerprint:
+            self._silence_insecure_warnings()
+
+    def _connect(self, url: str) -> _Manager:
+        session = requests.Session()
+        # The configuration is the only source of truth: no proxy, CA bundle or
+        # .netrc credentials from the environment.
+        session.trust_env = False
+        session.verify = self._verify
+        session.headers["Accept"] = "application/json"
+        if self._fingerprint:
+            session.mount("https://", _PinnedAdapter(self._fingerprint))
+        self._auth.configure(session)
+        return _Manager(url, session)
+
+    def _silence_insecure_warnings(self) -> None:
+        # urllib3 warns on every unverified request; the daemon warns once at start
+        # instead. The filter names only these managers' hosts, so other users of
+        # urllib3 in the process keep their warnings.
+        for m in self._managers:
+            host = urlsplit(m.url).hostname or ""
+            warnings.filterwarnings(
+                "ignore",
+                message=rf"Unverified HTTPS request is being made to host '{re.escape(host)}'",
+                category=urllib3.exceptions.InsecureRequestWarning,
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"NsxClient(manager={self.manager!r}, route={self._cfg.route_path!r}, "
+            f"auth={self._auth.kind!r})"
+        )
+
+    @property
+    def manager(self) -> str:
+        """The manager URL requests go to first."""
+        return self._managers[self._current].url
+
+    @property
+    def reachable(self) -> Optional[bool]:
+        """Whether the last request got an answer from NSX; None before the first."""
+        return self._reachable
+
+    # --- operations -------------------------------------------------------
+
+    def get_tier1(self) -> Tier1Info:
+        path = self._cfg.tier1_path
+        resp = self._call("GET", path)
+        if resp.status_code != 200:
+            raise self._error(resp)
+        body = self._json(resp)
+        return Tier1Info(
+            path=body.get("path") or path,
+            route_advertisement_types=tuple(body.get("route_advertisement_types") or ()),
+            tier0_path=body.get("tier0_path") or "",
+        )
+
+    def get_route(self) -> Optional[Route]:
+        path = self._cfg.route_path
+        resp = self._call("GET", path)
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._error(resp)
+        body = self._json(resp)
+        if body.get("marked_for_delete"):
+            return None
+        return route_from_body(body)
+
+    def put_route(self, route: Route, revision: Optional[int]) -> Route:
+        """Compare-and-swap: replace the route NSX holds at `revision` (None: create).
+
+        NsxConflictError when someone else wrote first; never retried here,
+        the caller re-reads and re-decides. Returns the route as read back.
+        """
+        if not route.next_hops:
+            raise ValueError("refusing to write a route without next hops")
+        path = self._cfg.route_path
+        body = route_to_body(route, self._cfg.route_id, revision)
+        resp = self._call("PUT", path, json=body)
+        if resp.status_code not in (200, 201, 204):
+            raise self._error(resp)
+        read = self.get_route()
+        if read is None or not holds(read, route, self._cfg.route_id):
+            m = self._managers[self._current]
+            found = "no route" if read is None else f"next hops {', '.join(read.next_hops)}"
+            raise NsxError(
+                "PUT",
+                m.url + API + path,
+                resp.status_code,
+                detail=f"reading it back found {found}, not what was written",
+                manager=m.url,
+                hint="another writer or an NSX policy may be changing the route",
+                summary=f"NSX manager {m.url} accepted PUT {API + path}",
+            )
+        return read
+
+    def delete_route(self, revision: Optional[int] = None) -> None:
+        """Delete the route; gone already is fine. With `revision`, refuse
+        (NsxConflictError) if the route changed since it was read: NSX's DELETE
+        takes no revision, so this narrows the race rather than closing it."""
+        path = self._cfg.route_path
+        if revision is not None:
+            current = self.get_route()
+            if current is None:
+                return
+            if current.revision != revision:
+                m = self._managers[self._current]
+                raise NsxConflictError(
+                    "DELETE",
+                    m.url + API + path,
+                    None,
+                    detail=f"the route is at revision {current.revision}, not {revision}",
+                    manager=m.url,
+                    hint="re-read the route and decide again",
+                    summary=f"litelb did not send DELETE {API + path} to NSX manager {m.url}",
+                )
+        resp = self._call("DELETE", path)
+        if resp.status_code not in (200, 204, 404):
+            raise self._error(resp)
+
+    def realization_state(self) -> Optional[str]:
+        """REALIZED, UNREALIZED, ERROR, …, summed over the route's realized entities;
+        None when NSX does not know it (yet)."""
+        path = f"{self._cfg.policy_prefix}/realized-state/realized-entities"
+        resp = self._call("GET", path, params={"intent_path": self._cfg.route_path})
+        if resp.status_code in (400, 404):
+            return None
+        if resp.status_code != 200:
+            raise self._error(resp)
+        results = self._json(resp).get("results") or ()
+        states = [r.get("state") for r in results if isinstance(r, dict) and r.get("state")]
+        if not states:
+            return None
+        if "ERROR" in states:
+            return "ERROR"
+        pending = [s for s in states if s != "REALIZED"]
+        return pending[0] if pending else "REALIZED"
+
+    def close(self) -> None:
+        """Log out of every manager session (best effort) and drop connections."""
+        for m in self._managers:
+            if m.logged_in:
+                try:
+                    timeout = min(self._cfg.timeout, _LOGOUT_TIMEOUT)
+                    send = partial(self._send, m, timeout=(timeout, timeout))
+                    self._auth.logout(m.session, send)
+                except requests.RequestException as exc:
+                    log.debug("logout from %s failed: %s", m.url, _short_cause(exc))
+                m.logged_in = False
+            m.session.close()
+
+    # --- plumbing ---------------------------------------------------------
+
+    def _json(self, resp: requests.Response) -> dict:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise NsxError(
+                resp.request.method or "",
+                resp.url,
+                resp.status_code,
+                detail="the answer is not a JSON object",
+                manager=self._managers[self._current].url,
+            )
+        return body
+
+    def _error(self, resp: requests.Response, attempts: int = 1) -> NsxError:
+        """The exception for an answer; method and URL are those of the request that
+        got it, which for a failed session login is the login itself."""
+        code, detail = parse_error_body(resp.text, resp.reason or "")
+        cls = error_class(resp.status_code, code, detail)
+        manager = self._managers[self._current].url
+        hint = {
+            NsxAuthError: self._auth.hint,
+            NsxConflictError: "the route changed since it was read; re-read and decide again",
+            NsxNotFoundError: (
+                f"check that the Tier-1 {self._cfg.tier1_path} exists ([nsx] tier1, project)"
+            ),
+            NsxUnavailableError: "NSX is overloaded or failing",
+        }.get(cls, "")
+        return cls(
+            resp.request.method or "",
+            resp.url,
+            resp.status_code,
+            code,
+            detail,
+            manager=manager,
+            hint=hint,
+            attempts=attempts,
+        )
+
+    def _send(self, m: _Manager, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One HTTP request, observed; `path` is relative to the manager."""
+        kwargs.setdefault("timeout", self._timeout)
+        start = time.monotonic()
+        try:
+            resp = m.session.request(method, m.url + path, allow_redirects=False, **kwargs)
+        except requests.RequestException:
+            self._observe(method, "error", time.monotonic() - start)
+            raise
+        self._observe(method, str(resp.status_code), time.monotonic() - start)
+        return resp
+
+    def _observe(self, method: str, code: str, seconds: float) -> None:
+        if self._on_request is not None:
+            self._on_request(method, code, seconds)
+
+    def _exchange(
+        self, m: _Manager, method: str, url_path: str, **kwargs: Any
+    ) -> requests.Response:
+        """The request on manager `m`, logging in first and once more if the session expired."""
+        send = partial(self._send, m)
+        if self._auth.needs_login and not m.logged_in:
+            resp = self._auth.login(m.session, send)
+            if resp.status_code != 200:
+                return resp
+            m.logged_in = True
+        resp = send(method, url_path, **kwargs)
+        if self._auth.needs_login and self._auth.expired(
+            resp.status_code, parse_error_body(resp.text)[0]
+        ):
+            log.info("NSX session with %s expired; logging in again", m.url)
+            m.logged_in = False
+            login = self._auth.login(m.session, send)
+            if login.status_code != 200:
+                return login
+            m.logged_in = True
+            resp = send(method, url_path, **kwargs)
+        return resp
+
+    def _backoff(self, retries: int, hint: Optional[float]) -> float:
+        if hint is not None:
+            return min(hint, self._backoff_max)
+        # Full jitter: several nodes that failed together do not retry together.
+        return self._rng.uniform(0, min(self._backoff_max, self._backoff_base * 2**retries))
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Send with retries and failover; returns the first answer that is not
+        'try later'. Raises NsxAuthError, NsxUnavailableError or NsxError (TLS)."""
+        if self._auth_failure is not None:
+            if self._clock() < self._auth_blocked_until:
+                raise self._auth_failure.again()
+            self._auth_failure = None
+        url_path = API + path
+        failed_since_sleep: set[int] = set()
+        tls_failed: set[int] = set()
+        sleeps = 0
+        warned = False
+        last_error: Optional[NsxError] = None
+        last_cause: Optional[BaseException] = None
+        for attempt in range(1, self._max_attempts + 1):
+            index = self._current
+            m = self._managers[index]
+            retry_hint: Optional[float] = None
+            try:
+                resp = self._exchange(m, method, url_path, **kwargs)
+            except requests.exceptions.SSLError as exc:
+                # A certificate that does not verify is configuration, not weather:
+                # each manager gets one try, then the error stands.
+                tls_failed.add(index)
+                last_cause = exc
+                last_error = NsxError(
+                    method,
+                    m.url + url_path,
+                    None,
+                    detail=f"TLS failed: {_short_cause(exc)}",
+                    manager=m.url,
+                    hint="check ca_file, thumbprint and insecure in [nsx]",
+                )
+                if len(tls_failed) == len(self._managers):
+                    break
+                self._current = (index + 1) % len(self._managers)
+                warned = self._note(warned, "%s; trying %s", last_error, self.manager)
+                continue
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last_cause = exc
+                last_error = NsxUnavailableError(
+                    method,
+                    m.url + url_path,
+                    None,
+                    detail=_short_cause(exc),
+                    manager=m.url,
+                    hint="check that the managers are up and reachable",
+                    attempts=attempt,
+                )
+                failed_since_sleep.add(index)
+                self._current = (index + 1) % len(self._managers)
+                if self._current not in failed_since_sleep:
+                    # Another manager has not failed yet: try it at once.
+                    warned = self._note(warned, "%s; trying %s", last_error, self.manager)
+                    continue
+                failed_since_sleep.clear()
+            except requests.RequestException as exc:
+                self._reachable = False
+                raise NsxError(
+                    method, m.url + url_path, None, detail=_short_cause(exc), manager=m.url
+                ) from exc
+            else:
+                if resp.status_code not in RETRYABLE_STATUS:
+                    self._reachable = True
+                    if resp.status_code in (401, 403):
+                        raise self._auth_failed(resp)
+                    return resp
+                last_cause = None
+                last_error = self._error(resp, attempts=attempt)
+                retry_hint = retry_after(resp.headers.get("Retry-After"))
+            if attempt < self._max_attempts:
+                delay = self._backoff(sleeps, retry_hint)
+                warned = self._note(warned, "%s; retrying in %.2fs", last_error, delay)
+                self._sleep(delay)
+                sleeps += 1
+        self._reachable = False
+        assert last_error is not None
+        raise last_error from last_cause
+
+    @staticmethod
+    def _note(warned: bool, fmt: str, *args: Any) -> bool:
+        # One warning per call that needs retries; the rest only at debug level.
+        log.log(logging.DEBUG if warned else logging.WARNING, fmt, *args)
+        return True
+
+    def _auth_failed(self, resp: requests.Response) -> NsxAuthError:
+        err = self._error(resp)
+        assert isinstance(err, NsxAuthError)
+        # Every further login with bad credentials counts towards NSX's account
+        # lockout, so nothing is sent until auth_retry_after has passed.
+        self._auth_failure = err
+        self._auth_blocked_until = self._clock() + self._auth_retry_after
+        return err

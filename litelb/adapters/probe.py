@@ -1,0 +1,202 @@
+"""Active health probes of the API servers: `GET https://<ip>:<port>/readyz`.
+
+A probe only reports what it saw; the rise/fall verdict is litelb.core.health's.
+
+The request is written on an `ssl` socket by hand rather than through
+`http.client`, whose timeout applies to each socket operation: a server that
+trickles its answer a byte at a time could hold a probe far beyond its timeout,
+and a pool of such probes would starve the next round. Here every blocking call
+gets only the time left until one deadline, and only the status line is read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Optional
+
+from litelb import __version__
+from litelb.model import Endpoint
+
+# A status line is a few dozen bytes; anything longer is not an HTTP server.
+_MAX_STATUS_LINE = 4096
+
+# probe_all's backstop beyond the probes' own deadline, for threads that a loaded
+# machine schedules late.
+_GRACE = 0.2
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """`detail` is the status code ("200", "503") or why there is none
+    ("timeout after 1.0s", "connection refused", "TLS: certificate verify failed: …")."""
+
+    ok: bool
+    detail: str
+    seconds: float
+
+
+class _Failed(Exception):
+    """The probe got no status code; the message is the ProbeResult detail."""
+
+
+def tls_context(
+    ca_file: Optional[str], cert_file: Optional[str] = None, key_file: Optional[str] = None
+) -> ssl.SSLContext:
+    """A client context that verifies the API server against the cluster CA
+    (`ca_file`; None = the system store) and its IP address against the
+    certificate's SANs.
+
+    `cert_file`/`key_file`: a client certificate, for clusters where anonymous
+    access to /readyz is disabled; `key_file` None when `cert_file` holds both, as
+    the kubelet's rotated `kubelet-client-current.pem` does.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    # Python 3.13 turns on strict RFC 5280 checks that Go's crypto/x509, which
+    # kubectl and the kubelet use, does not make; certificates from older
+    # installers would then fail every probe although the cluster accepts them.
+    context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file or None)
+    return context
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout()
+    return left
+
+
+def _host_header(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
+    return f"[{ip.compressed}]:{port}" if ip.version == 6 else f"{ip.compressed}:{port}"
+
+
+def _status_code(head: bytes) -> int:
+    line = head.split(b"\r\n", 1)[0]
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise _Failed(f"not an HTTP response: {line[:40]!r}")
+    return int(parts[1])
+
+
+def _describe(error: OSError) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS: {error.reason or error}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, ConnectionResetError):
+        return "connection reset"
+    return error.strerror or str(error) or type(error).__name__
+
+
+class Prober:
+    """Probes API servers concurrently, each probe bounded by `timeout` seconds.
+
+    Keeps a thread pool for its life; call close() (or use it as a context
+    manager) when done.
+    """
+
+    def __init__(
+        self, *, path: str, timeout: float, context: ssl.SSLContext, max_workers: int = 8
+    ) -> None:
+        if not path.startswith("/") or any(c.isspace() for c in path):
+            raise ValueError(f"probe path must start with '/' and contain no spaces: {path!r}")
+        if timeout <= 0:
+            raise ValueError(f"probe timeout must be positive: {timeout!r}")
+        self._path = path
+        self._timeout = timeout
+        self._context = context
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="litelb-probe")
+
+    def __enter__(self) -> Prober:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _timed_out(self, started: float) -> ProbeResult:
+        return ProbeResult(
+            False, f"timeout after {float(self._timeout)}s", time.monotonic() - started
+        )
+
+    def probe(self, address: str, port: int) -> ProbeResult:
+        """GET https://address:port/path; any 2xx is ok. Never raises for network
+        or TLS trouble: that is what the result reports."""
+        started = time.monotonic()
+        try:
+            code = self._status(address, port, started + self._timeout)
+        except socket.timeout:
+            return self._timed_out(started)
+        except _Failed as e:
+            return ProbeResult(False, str(e), time.monotonic() - started)
+        except OSError as e:
+            return ProbeResult(False, _describe(e), time.monotonic() - started)
+        return ProbeResult(200 <= code < 300, str(code), time.monotonic() - started)
+
+    def _status(self, address: str, port: int, deadline: float) -> int:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            # A host name would need a DNS lookup, which no timeout bounds.
+            raise _Failed(f"not an IP address: {address!r}") from None
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        request = (
+            f"GET {self._path} HTTP/1.1\r\n"
+            f"Host: {_host_header(ip, port)}\r\n"
+            f"User-Agent: litelb/{__version__}\r\n"
+            "Accept: */*\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("ascii")
+        with socket.socket(family, socket.SOCK_STREAM) as raw:
+            raw.settimeout(_left(deadline))
+            raw.connect((ip.compressed, port))
+            raw.settimeout(_left(deadline))
+            # The handshake runs inside wrap_socket, bounded by raw's timeout; the
+            # certificate's IP SANs are checked against server_hostname.
+            with self._context.wrap_socket(raw, server_hostname=ip.compressed) as tls:
+                tls.settimeout(_left(deadline))
+                tls.sendall(request)
+                head = b""
+                while b"\r\n" not in head:
+                    if len(head) > _MAX_STATUS_LINE:
+                        raise _Failed("not an HTTP response: status line too long")
+                    tls.settimeout(_left(deadline))
+                    chunk = tls.recv(1024)
+                    if not chunk:
+                        raise _Failed("connection closed without a response")
+                    head += chunk
+        return _status_code(head)
+
+    def probe_all(self, endpoints: Iterable[Endpoint]) -> dict[str, ProbeResult]:
+        """Probe every endpoint at once; keyed by address (the first port listed
+        for an address wins). Returns within about `timeout` even if some hang."""
+        started = time.monotonic()
+        futures = {}
+        for endpoint in endpoints:
+            if endpoint.address not in futures:
+                futures[endpoint.address] = self._pool.submit(
+                    self.probe, endpoint.address, endpoint.port
+                )
+        deadline = started + self._timeout + _GRACE
+        results = {}
+        for address, future in futures.items():
+            try:
+                results[address] = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                # Not started yet (every worker busy) or stuck beyond its own deadline.
+                future.cancel()
+                results[address] = self._timed_out(started)
+        return results
+
+    def close(self) -> None:
+        """Stop the pool without waiting: running probes end by their own deadline."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,698 @@
+"""/etc/litelb.toml -> one frozen Config. Errors name FILE:KEY (and the line where known)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import math
+import os
+import re
+import stat
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+from litelb.model import default_route_id
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on RHEL 9 / Debian 12
+    import tomli as tomllib
+
+DEFAULT_PATH = "/etc/litelb.toml"
+EX_CONFIG = 78
+
+
+class ConfigError(Exception):
+    """What is wrong with the configuration, as `<file>[:<line>]:<key>: <message>`.
+
+    `key` is "section.key" ("" for errors of the file as a whole, such as a
+    TOML syntax error); `line` is 1-based, None where unknown. The message never
+    contains a secret.
+    """
+
+    def __init__(self, path: str, key: str, message: str, line: Optional[int] = None) -> None:
+        super().__init__(path, key, message, line)
+        self.path = path
+        self.key = key
+        self.message = message
+        self.line = line
+
+    def __str__(self) -> str:
+        where = self.path
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.key:
+            where += f":{self.key}"
+        return f"{where}: {self.message}"
+
+
+class Secret:
+    """A password that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class VipConfig:
+    address: str
+    interface: str = "lo"
+    manage: bool = True
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_address(self.address).version
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    kubeconfig: str = ""
+    service: str = "default/kubernetes"
+    api_servers: tuple[str, ...] = ()
+    node_address: str = ""
+
+    @property
+    def namespace(self) -> str:
+        return self.service.split("/", 1)[0]
+
+    @property
+    def service_name(self) -> str:
+        return self.service.split("/", 1)[1]
+
+
+@dataclass(frozen=True)
+class CoordinationConfig:
+    takeover_after: float = 1.0
+    stale_after: float = 10.0
+    hold_down: float = 30.0
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    enabled: bool = True
+    path: str = "/readyz"
+    interval: float = 1.0
+    timeout: float = 1.0
+    fall: int = 2
+    rise: int = 2
+
+
+@dataclass(frozen=True)
+class NsxConfig:
+    managers: tuple[str, ...]
+    tier1: str
+    project: str = ""
+    route_id: str = ""
+    auth: str = "basic"
+    username: str = "admin"
+    password: Optional[Secret] = field(default=None, repr=False)
+    password_file: str = "/etc/litelb/nsx-password"
+    client_cert: str = ""
+    client_key: str = ""
+    ca_file: str = ""
+    thumbprint: str = ""
+    insecure: bool = False
+    timeout: float = 10.0
+    resync_interval: float = 60.0
+
+    @property
+    def policy_prefix(self) -> str:
+        """Where this cluster's Tier-1 lives in the policy tree."""
+        if self.project:
+            return f"/orgs/default/projects/{self.project}/infra"
+        return "/infra"
+
+    @property
+    def tier1_path(self) -> str:
+        return f"{self.policy_prefix}/tier-1s/{self.tier1}"
+
+    @property
+    def route_path(self) -> str:
+        return f"{self.tier1_path}/static-routes/{self.route_id}"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9651"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+    @property
+    def host(self) -> str:
+        """The address to bind, without the brackets of an IPv6 address."""
+        return split_host_port(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.listen)[1]
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    vip: VipConfig
+    nsx: NsxConfig
+    kubernetes: KubernetesConfig = KubernetesConfig()
+    coordination: CoordinationConfig = CoordinationConfig()
+    health: HealthConfig = HealthConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
+    path: str = DEFAULT_PATH
+
+
+def resolved_route_id(route_id: str, vip: str) -> str:
+    return route_id or default_route_id(vip)
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """Split "host:port" or "[v6]:port"; ValueError says what is wrong."""
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError("must be '[address]:port'")
+        port = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"'{host}' in brackets is not an IPv6 address") from None
+    else:
+        host, colon, port = value.rpartition(":")
+        if not colon:
+            raise ValueError("must be 'host:port'")
+        if ":" in host:
+            raise ValueError(f"an IPv6 address needs brackets: '[{host}]:{port}'")
+    if not host or any(c.isspace() for c in host):
+        raise ValueError("needs a host, e.g. '127.0.0.1:9651' ('0.0.0.0:9651' for all addresses)")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port '{port}' is not a number from 1 to 65535")
+    return host, int(port)
+
+
+def load(path: str, *, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read and validate the configuration file at `path`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(path, "", "does not exist") from None
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot be read: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, "", f"is not UTF-8 text (byte {e.start})") from None
+    return parse(text, path, environ=environ)
+
+
+def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> Config:
+    """Validate the TOML `text` of the file `path`; the file itself is only
+    consulted for its mode when it holds a password."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise _syntax_error(path, text, str(e)) from None
+    for name, value in doc.items():
+        if name not in _SECTIONS:
+            raise ConfigError(
+                path, name, _unknown(name, list(_SECTIONS), ""), _find_line(text, name)
+            )
+        if not isinstance(value, dict):
+            raise ConfigError(
+                path,
+                name,
+                f"must be a table ([{name}]), not {_type_name(value)}",
+                _find_line(text, name),
+            )
+    tables = {
+        name: _Table(path, text, name, cls, doc.get(name, {})) for name, cls in _SECTIONS.items()
+    }
+    for t in tables.values():
+        t.reject_unknown()
+    # In the order of the shipped file, so the first error reported is the topmost.
+    vip = _vip(tables["vip"])
+    kubernetes = _kubernetes(tables["kubernetes"], vip)
+    coordination = CoordinationConfig(
+        **{
+            k: tables["coordination"].seconds(k, minimum=0.0)
+            for k in ("takeover_after", "stale_after", "hold_down")
+        }
+    )
+    health = _health(tables["health"])
+    nsx = _nsx(tables["nsx"], vip, environ)
+    return Config(
+        vip=vip,
+        nsx=nsx,
+        kubernetes=kubernetes,
+        coordination=coordination,
+        health=health,
+        metrics=_metrics(tables["metrics"]),
+        log=LogConfig(level=tables["log"].choice("level", _LOG_LEVELS)),
+        path=path,
+    )
+
+
+_SECTIONS: Mapping[str, type] = MappingProxyType(
+    {
+        "vip": VipConfig,
+        "kubernetes": KubernetesConfig,
+        "coordination": CoordinationConfig,
+        "health": HealthConfig,
+        "nsx": NsxConfig,
+        "metrics": MetricsConfig,
+        "log": LogConfig,
+    }
+)
+_AUTH_MODES = ("basic", "session", "certificate")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_NSX_ID = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+# DNS-1123 label for the namespace, DNS-1035 label for the Service name.
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_CREDENTIAL = "nsx-password"
+_ENV_PASSWORD = "LITELB_NSX_PASSWORD"
+_DECODER_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One section of the document, read against the defaults of its dataclass."""
+
+    path: str
+    text: str
+    section: str
+    cls: type
+    values: Mapping[str, Any]
+
+    def error(self, key: str, message: str, *, locate: bool = True) -> ConfigError:
+        line = _find_line(self.text, self.section, key) if locate else None
+        return ConfigError(self.path, f"{self.section}.{key}", message, line)
+
+    def reject_unknown(self) -> None:
+        known = [f.name for f in dataclasses.fields(self.cls)]
+        for key in self.values:
+            if key not in known:
+                raise self.error(key, _unknown(key, known, self.section))
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def _get(self, key: str, types: tuple[type, ...], what: str) -> Any:
+        if key not in self.values:
+            default = {f.name: f.default for f in dataclasses.fields(self.cls)}[key]
+            if default is dataclasses.MISSING:
+                raise self.error(key, "is required", locate=False)
+            return default
+        value = self.values[key]
+        # TOML booleans are Python ints; `timeout = true` must not read as 1.
+        if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
+            raise self.error(key, f"must be {what}, not {_type_name(value)}")
+        return value
+
+    def string(self, key: str) -> str:
+        return self._get(key, (str,), "a string")
+
+    def boolean(self, key: str) -> bool:
+        return self._get(key, (bool,), "true or false")
+
+    def integer(self, key: str, *, minimum: int) -> int:
+        value = self._get(key, (int,), "an integer")
+        if value < minimum:
+            raise self.error(key, f"must be at least {minimum}, not {value}")
+        return value
+
+    def seconds(
+        self,
+        key: str,
+        *,
+        minimum: float,
+        exclusive: bool = False,
+        maximum: Optional[float] = None,
+    ) -> float:
+        value = self._get(key, (int, float), "a number of seconds")
+        if not math.isfinite(value):
+            raise self.error(key, f"must be a finite number of seconds, not {value}")
+        if value < minimum or (exclusive and value == minimum):
+            bound = f"more than {minimum:g}" if exclusive else f"at least {minimum:g}"
+            raise self.error(key, f"must be {bound} seconds, not {value:g}")
+        if maximum is not None and value > maximum:
+            raise self.error(key, f"must be at most {maximum:g} seconds, not {value:g}")
+        return float(value)
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self._get(key, (list, tuple), "an array of strings")
+        for item in value:
+            if not isinstance(item, str):
+                raise self.error(key, f"must be an array of strings, not of {_type_name(item)}")
+        return tuple(value)
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.string(key)
+        if value not in choices:
+            hint = _did_you_mean(value, choices)
+            raise self.error(key, f"'{value}' is not one of {' | '.join(choices)}{hint}")
+        return value
+
+    def nsx_id(self, key: str, *, optional: bool) -> str:
+        value = self.string(key)
+        if optional and not value:
+            return value
+        if not _NSX_ID.fullmatch(value) or not value.strip("."):
+            raise self.error(
+                key,
+                f"'{value}' is not an NSX id (1 to 255 letters, digits, '-', '_', '.')",
+            )
+        return value
+
+    def existing_file(self, key: str) -> str:
+        value = self.string(key)
+        if value and not os.path.isfile(value):
+            raise self.error(key, f"{value} does not exist or is not a file")
+        return value
+
+
+def _vip(t: _Table) -> VipConfig:
+    address = t.string("address")
+    if "/" in address:
+        bare = address.split("/", 1)[0]
+        raise t.error(
+            "address",
+            f"'{address}' has a prefix length; write '{bare}' (litelb routes it as a host route)",
+        )
+    if "%" in address:
+        raise t.error("address", f"'{address}' has a zone index; a VIP cannot be link-local")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise t.error("address", f"'{address}' is not an IPv4 or IPv6 address") from None
+    if ip.is_unspecified or ip.is_loopback or ip.is_multicast:
+        raise t.error("address", f"'{address}' cannot be routed to as a VIP")
+    interface = t.string("interface")
+    # The kernel's own rule (dev_valid_name): at most 15 bytes, no '/', ':' or space.
+    if (
+        not 0 < len(interface.encode()) <= 15
+        or interface in (".", "..")
+        or any(c in "/:" or c.isspace() for c in interface)
+    ):
+        raise t.error("interface", f"'{interface}' is not a network interface name")
+    return VipConfig(address=str(ip), interface=interface, manage=t.boolean("manage"))
+
+
+def _kubernetes(t: _Table, vip: VipConfig) -> KubernetesConfig:
+    service = t.string("service")
+    namespace, slash, name = service.partition("/")
+    if not slash or not _NAMESPACE.fullmatch(namespace) or not _SERVICE_NAME.fullmatch(name):
+        raise t.error("service", f"'{service}' is not 'namespace/name' (e.g. 'default/kubernetes')")
+    api_servers = tuple(
+        _url(t, "api_servers", url, allow_loopback_http=False) for url in t.strings("api_servers")
+    )
+    node_address = t.string("node_address")
+    if node_address:
+        try:
+            ip = ipaddress.ip_address(node_address)
+        except ValueError:
+            raise t.error("node_address", f"'{node_address}' is not an IP address") from None
+        if ip.version != vip.family:
+            raise t.error(
+                "node_address",
+                f"'{node_address}' is IPv{ip.version} but the VIP is IPv{vip.family}",
+            )
+        node_address = str(ip)
+    return KubernetesConfig(
+        kubeconfig=t.string("kubeconfig"),
+        service=service,
+        api_servers=api_servers,
+        node_address=node_address,
+    )
+
+
+def _health(t: _Table) -> HealthConfig:
+    path = t.string("path")
+    if not path.startswith("/") or any(c.isspace() for c in path):
+        raise t.error("path", f"'{path}' must be a URL path starting with '/', e.g. '/readyz'")
+    return HealthConfig(
+        enabled=t.boolean("enabled"),
+        path=path,
+        interval=t.seconds("interval", minimum=0.0, exclusive=True),
+        timeout=t.seconds("timeout", minimum=0.0, exclusive=True),
+        fall=t.integer("fall", minimum=1),
+        rise=t.integer("rise", minimum=1),
+    )
+
+
+def _nsx(t: _Table, vip: VipConfig, environ: Mapping[str, str]) -> NsxConfig:
+    urls = t.strings("managers")
+    if not urls:
+        raise t.error("managers", "needs at least one manager, e.g. ['https://nsx.example.com']")
+    managers = tuple(_url(t, "managers", url, allow_loopback_http=True) for url in urls)
+    if len(set(managers)) != len(managers):
+        raise t.error("managers", "lists the same manager twice")
+    tier1 = t.nsx_id("tier1", optional=False)
+    project = t.nsx_id("project", optional=True)
+    route_id = resolved_route_id(t.nsx_id("route_id", optional=True), vip.address)
+    auth = t.choice("auth", _AUTH_MODES)
+    username = t.string("username")
+    password_file = t.string("password_file")
+    client_cert = t.existing_file("client_cert")
+    client_key = t.existing_file("client_key")
+    ca_file = t.existing_file("ca_file")
+    thumbprint = t.string("thumbprint")
+    if thumbprint and not _HEX64.fullmatch(thumbprint.replace(":", "")):
+        raise t.error("thumbprint", f"'{thumbprint}' is not a SHA-256 fingerprint (64 hex digits)")
+    insecure = t.boolean("insecure")
+    if insecure and thumbprint:
+        raise t.error(
+            "insecure", "contradicts thumbprint (which pins the certificate): set only one"
+        )
+    timeout = t.seconds("timeout", minimum=1.0, maximum=300.0)
+    resync_interval = t.seconds("resync_interval", minimum=5.0)
+    if t.has("password"):
+        # Even when auth does not use it, a secret must not sit in a readable file.
+        t.string("password")
+        _require_private(t, "password", t.path)
+    password: Optional[Secret] = None
+    if auth == "certificate":
+        for key, value in (("client_cert", client_cert), ("client_key", client_key)):
+            if not value:
+                raise t.error(key, "is required with auth = 'certificate'")
+        _require_private(t, "client_key", client_key)
+    else:
+        if not username:
+            raise t.error("username", f"is required with auth = '{auth}'")
+        password = _resolve_password(t, password_file, environ)
+    return NsxConfig(
+        managers=managers,
+        tier1=tier1,
+        project=project,
+        route_id=route_id,
+        auth=auth,
+        username=username,
+        password=password,
+        password_file=password_file,
+        client_cert=client_cert,
+        client_key=client_key,
+        ca_file=ca_file,
+        # Normalised so the adapter can compare it with a computed digest as is.
+        thumbprint=thumbprint.replace(":", "").lower(),
+        insecure=insecure,
+        timeout=timeout,
+        resync_interval=resync_interval,
+    )
+
+
+def _metrics(t: _Table) -> MetricsConfig:
+    listen = t.string("listen")
+    if listen:
+        try:
+            split_host_port(listen)
+        except ValueError as e:
+            raise t.error("listen", f"'{listen}' {e}") from None
+    return MetricsConfig(listen=listen)
+
+
+def _url(t: _Table, key: str, url: str, *, allow_loopback_http: bool) -> str:
+    parts = urlsplit(url)
+    # Checked first and without quoting the URL: it would carry a password.
+    if "@" in parts.netloc:
+        where = "nsx.username and nsx.password_file" if key == "managers" else "the kubeconfig"
+        raise t.error(key, f"a URL must not carry credentials; put them in {where}")
+    scheme = parts.scheme.lower()
+    loopback_http = allow_loopback_http and scheme == "http" and _is_loopback(parts.hostname)
+    if scheme != "https" and not loopback_http:
+        hint = " (plain http only for a manager on the loopback)" if allow_loopback_http else ""
+        raise t.error(key, f"'{url}' is not an https:// URL{hint}")
+    if not parts.hostname:
+        raise t.error(key, f"'{url}' has no host")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise t.error(key, f"'{url}' has an invalid port")
+    if parts.query or parts.fragment:
+        raise t.error(key, f"'{url}' must not have a query or fragment")
+    return url.rstrip("/")
+
+
+def _is_loopback(host: Optional[str]) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolve_password(t: _Table, password_file: str, environ: Mapping[str, str]) -> Secret:
+    """The NSX password from, in this order: `password` in the file,
+    `password_file`, the systemd credential, $LITELB_NSX_PASSWORD."""
+    if t.has("password"):
+        inline = t.string("password")
+        if not inline:
+            raise t.error("password", "is empty; remove it to use password_file instead")
+        return Secret(inline)
+    if password_file and os.path.exists(password_file):
+        _require_private(t, "password_file", password_file)
+        return Secret(_read_secret(t, "password_file", password_file))
+    credentials = environ.get("CREDENTIALS_DIRECTORY", "")
+    if credentials:
+        credential = os.path.join(credentials, _CREDENTIAL)
+        # systemd itself makes credentials private to the service; no mode check.
+        if os.path.exists(credential):
+            return Secret(_read_secret(t, "password", credential))
+    if environ.get(_ENV_PASSWORD):
+        return Secret(environ[_ENV_PASSWORD])
+    source = f"{password_file} does not exist" if password_file else "password_file is empty"
+    raise t.error(
+        "password_file",
+        f"no NSX password: {source}, and neither the systemd credential '{_CREDENTIAL}'"
+        f" nor ${_ENV_PASSWORD} is set; write it to a file with mode 0600",
+    )
+
+
+def _read_secret(t: _Table, key: str, path: str) -> str:
+    try:
+        # newline="": the secret's bytes as they are, "\r" included.
+        with open(path, encoding="utf-8", newline="") as f:
+            value = f.read()
+    except (OSError, UnicodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
+        # `from None`: a chained decode error would carry the secret's bytes.
+        raise t.error(key, f"cannot read {path}: {why}") from None
+    # `echo secret > file` adds one newline that is not part of the password.
+    for newline in ("\r\n", "\n"):
+        if value.endswith(newline):
+            value = value[: -len(newline)]
+            break
+    if not value:
+        raise t.error(key, f"{path} is empty")
+    return value
+
+
+def _require_private(t: _Table, key: str, path: str) -> None:
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError as e:
+        raise t.error(key, f"cannot check the mode of {path}: {e.strerror}") from None
+    if mode & 0o077:
+        raise t.error(
+            key,
+            f"{path} holds a secret but is readable by others (mode {mode:04o}): chmod 600 {path}",
+        )
+
+
+def _find_line(text: str, section: str, key: Optional[str] = None) -> Optional[int]:
+    """The line of `key` in `[section]` (or of the section itself): a plain text
+    scan, since tomllib reports no positions; None when not found."""
+    current: Optional[str] = None
+    name = re.escape(section)
+    header = re.compile(r'\s*\[\s*"?([A-Za-z0-9_-]+)"?\s*\]')
+    if key is None:
+        own = re.compile(rf'\s*"?{name}"?\s*[=.]')
+    else:
+        k = re.escape(key)
+        own = re.compile(rf'\s*"?{k}"?\s*=')
+        dotted = re.compile(rf'\s*"?{name}"?\s*\.\s*"?{k}"?\s*=')
+    for number, line in enumerate(text.split("\n"), 1):
+        m = header.match(line)
+        if m:
+            current = m.group(1)
+            if key is None and current == section:
+                return number
+            continue
+        if key is None:
+            if current is None and own.match(line):
+                return number
+        elif (current == section and own.match(line)) or (current is None and dotted.match(line)):
+            return number
+    return None
+
+
+def _syntax_error(path: str, text: str, message: str) -> ConfigError:
+    m = _DECODER_POSITION.search(message)
+    if not m:
+        return ConfigError(path, "", f"is not valid TOML: {message}")
+    what = message[: m.start()]
+    if m.group(1):
+        return ConfigError(
+            path, "", f"is not valid TOML: {what} (column {m.group(2)})", int(m.group(1))
+        )
+    return ConfigError(path, "", f"is not valid TOML: {what} (at the end)", text.count("\n") + 1)
+
+
+def _unknown(key: str, known: list[str], section: str) -> str:
+    """ "unknown key" with the likeliest intended key, also from other sections."""
+    prefix = f"{section}." if section else ""
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"unknown {'key' if section else 'section'}; did you mean '{prefix}{close[0]}'?"
+    for other, cls in _SECTIONS.items():
+        if other != section and key in {f.name for f in dataclasses.fields(cls)}:
+            return f"unknown key; did you mean '{other}.{key}' (in [{other}])?"
+    return f"unknown {'key' if section else 'section'}; known: {', '.join(known)}"
+
+
+def _did_you_mean(value: str, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(value, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _type_name(value: object) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), f"a {type(value).__name__}")

@@ -1,0 +1,181 @@
+"""Who writes the route, and what: the leader rule of SPEC §4.5 and fail-static of §4.8.
+
+Everything here is a purely computational function with no side effects: the
+engine hands in a snapshot of what this node sees and what NSX holds, and gets
+back a Decision that carries its reason and, when a timer matters, the moment
+at which the answer may change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Optional
+
+from litelb.config import CoordinationConfig
+from litelb.core.route import desired_route, same_route
+from litelb.model import Action, Reason, Route, ip_sort_key
+
+
+@dataclass(frozen=True)
+class View:
+    """What this node sees right now."""
+
+    node: Optional[str]  # this node's identity: its own API server address
+    ready: tuple[str, ...]  # addresses the EndpointSlices call ready (the shared truth)
+    healthy: tuple[str, ...]  # of those, the ones this node's probes pass (fail-static applied)
+    synced: bool = True  # the first EndpointSlice list has completed
+    stopping: bool = False  # SIGTERM: hand leadership over
+
+
+@dataclass(frozen=True)
+class Clocks:
+    """Times (monotonic seconds) the engine remembers between reconciles."""
+
+    now: float
+    dead_since: Mapping[str, float] = field(default_factory=dict)
+    stale_since: Optional[float] = None
+    held_since: Optional[float] = None  # this node's last takeover, or when it was displaced
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: Reason
+    route: Optional[Route] = None
+    recheck_at: Optional[float] = None  # decide again then, even if nothing else changes
+    takeover: bool = False  # the write claims leadership (starts this node's hold-down)
+
+
+def decide(
+    view: View,
+    actual: Optional[Route],
+    clocks: Clocks,
+    coordination: CoordinationConfig,
+    *,
+    vip: str,
+    display_name: str,
+) -> Decision:
+    """Decide what to do about the route NSX holds (`actual`, None when missing)."""
+    if not view.synced:
+        return Decision(Action.NOOP, Reason.NOT_SYNCED)
+    if actual is not None and not actual.managed:
+        return Decision(Action.NOOP, Reason.FOREIGN_ROUTE)
+    me = view.node
+    if me is not None and actual is not None and actual.leader == me:
+        return _lead(view, actual, vip=vip, display_name=display_name)
+    if me is None or me not in view.ready:
+        return Decision(Action.NOOP, Reason.NOT_LISTED)
+    if view.stopping:
+        return Decision(Action.NOOP, Reason.NOT_LEADER)
+
+    reason, recheck_at = _takeover_reason(actual, clocks, coordination)
+    if reason is None:
+        return Decision(Action.NOOP, Reason.NOT_LEADER, recheck_at=recheck_at)
+    # Creating a missing route cannot make it flap (a second creator gets 412),
+    # and without it no client reaches the VIP at all: hold-down does not apply.
+    if reason is not Reason.CREATE and clocks.held_since is not None:
+        free_at = clocks.held_since + coordination.hold_down
+        if clocks.now < free_at:
+            return Decision(Action.NOOP, Reason.HOLD_DOWN, recheck_at=free_at)
+    if not view.healthy:
+        return Decision(Action.NOOP, Reason.NO_HEALTHY_ENDPOINTS)
+    route = desired_route(
+        vip=vip, display_name=display_name, next_hops=view.healthy, leader=me, actual=actual
+    )
+    return Decision(Action.WRITE, reason, route, takeover=True)
+
+
+def _lead(view: View, actual: Route, *, vip: str, display_name: str) -> Decision:
+    hops = view.healthy
+    leader = view.node or ""
+    reason = Reason.DRIFT
+    if view.stopping:
+        successor = next((a for a in (*view.healthy, *view.ready) if a != view.node), None)
+        if successor is None:
+            return Decision(Action.NOOP, Reason.IN_SYNC)
+        leader, reason = successor, Reason.HANDOVER
+        hops = hops or actual.next_hops
+    if not hops:
+        # Fail-static: an empty list would blackhole the VIP; the last route stays.
+        return Decision(Action.NOOP, Reason.NO_HEALTHY_ENDPOINTS)
+    route = desired_route(
+        vip=vip, display_name=display_name, next_hops=hops, leader=leader, actual=actual
+    )
+    if same_route(route, actual):
+        return Decision(Action.NOOP, Reason.IN_SYNC)
+    return Decision(Action.WRITE, reason, route)
+
+
+def _takeover_reason(
+    actual: Optional[Route], clocks: Clocks, coordination: CoordinationConfig
+) -> tuple[Optional[Reason], Optional[float]]:
+    """SPEC §4.5 (a)–(c): may this node take the route over, and if not yet, from when?"""
+    if actual is None:
+        return Reason.CREATE, None
+    if actual.leader is None:
+        return Reason.TAKEOVER, None
+    due: list[float] = []
+    dead_since = clocks.dead_since.get(actual.leader)
+    if dead_since is not None:
+        due.append(dead_since + coordination.takeover_after)
+    if clocks.stale_since is not None:
+        due.append(clocks.stale_since + coordination.stale_after)
+    if any(clocks.now >= t for t in due):
+        return Reason.TAKEOVER, None
+    return None, min(due, default=None)
+
+
+def track_dead(
+    previous: Mapping[str, float], alive: Iterable[str], watched: Iterable[str], now: float
+) -> dict[str, float]:
+    """Since when each watched address has looked dead; alive ones are forgotten."""
+    alive_set = set(alive)
+    return {a: previous.get(a, now) for a in set(watched) if a not in alive_set}
+
+
+def track_stale(
+    previous: Optional[float], actual: Optional[Route], ready: Iterable[str], now: float
+) -> Optional[float]:
+    """Since when NSX's route has kept a next hop the EndpointSlices no longer call ready.
+
+    A live leader withdraws such a hop at once, so one that stays means the leader's
+    daemon is dead or cannot write. Only the shared truth (the EndpointSlices) counts,
+    never this node's probes, so nodes whose probes disagree cannot fight over it.
+    """
+    if actual is None or not actual.managed:
+        return None
+    ready_set = set(ready)
+    if all(h in ready_set for h in actual.next_hops):
+        return None
+    return previous if previous is not None else now
+
+
+def own_identity(
+    configured: str, local_addresses: Iterable[str], listed: Iterable[str]
+) -> Optional[str]:
+    """This node's identity: `node_address`, else its local address that the EndpointSlices list."""
+    if configured:
+        return configured
+    mine = sorted(set(local_addresses) & set(listed), key=ip_sort_key)
+    return mine[0] if mine else None
+
+
+def track_held(
+    previous: Optional[float],
+    *,
+    was_leader: bool,
+    actual: Optional[Route],
+    node: Optional[str],
+    now: float,
+) -> Optional[float]:
+    """Start this node's hold-down also when another node takes the route from it.
+
+    SPEC §4.5 starts hold-down at a node's own takeover. Two nodes that cannot probe
+    each other would still swap the route back and forth once per takeover_after if
+    the displaced one could answer at once; counting the displacement too limits the
+    route to one change of leader per hold_down.
+    """
+    if was_leader and actual is not None and actual.leader not in (None, node):
+        return now
+    return previous

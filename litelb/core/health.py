@@ -1,0 +1,78 @@
+"""Rise/fall hysteresis over probe results: a purely computational module, no I/O.
+
+The prober only reports what it saw; these functions decide what that means, so
+"withdraw after `fall` failures" is tested with plain values, without a TLS
+server, threads or sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Health:
+    """One endpoint's verdict.
+
+    `streak` counts the consecutive results contrary to `healthy` seen so far;
+    it reaches `fall` (or `rise`) exactly when the verdict flips, and is then 0.
+    """
+
+    healthy: bool = True
+    streak: int = 0
+
+
+def step(current: Health, ok: bool, *, rise: int, fall: int) -> Health:
+    """Apply one probe result: `fall` consecutive failures make a healthy endpoint
+    unhealthy, `rise` consecutive successes make an unhealthy one healthy again.
+
+    A result that agrees with the verdict resets the streak, so a flapping
+    endpoint never crosses either threshold. Pure: no side effects.
+    """
+    if rise < 1 or fall < 1:
+        raise ValueError(f"rise and fall must be at least 1, got rise={rise} fall={fall}")
+    if ok == current.healthy:
+        return Health(healthy=current.healthy)
+    streak = current.streak + 1
+    if streak >= (fall if current.healthy else rise):
+        return Health(healthy=ok)
+    return Health(healthy=current.healthy, streak=streak)
+
+
+def step_all(
+    current: Mapping[str, Health], results: Mapping[str, bool], *, rise: int, fall: int
+) -> dict[str, Health]:
+    """Apply one probe round to every endpoint, keyed by address.
+
+    Addresses absent from `results` are dropped: they left the EndpointSlice, and
+    their history must not carry over if they come back. A new address starts
+    healthy, because the EndpointSlice already calls it ready, and then takes its
+    first step, so one failure alone does not withdraw it unless `fall` is 1.
+    Pure: no side effects.
+    """
+    return {
+        address: step(current.get(address, Health()), ok, rise=rise, fall=fall)
+        for address, ok in results.items()
+    }
+
+
+def healthy_addresses(states: Mapping[str, Health], ready: Iterable[str]) -> tuple[str, ...]:
+    """The `ready` addresses that are healthy, in the order of `ready`, without duplicates.
+
+    An address without a state has not been probed yet and counts as healthy,
+    like a new address in :func:`step_all`.
+
+    Fail-static: when none of the ready addresses is healthy, all of them are
+    returned. Every node probes every API server, so probes failing against all of
+    them at once far more likely mean a problem on the prober's side (its own
+    network path, an expired client certificate, a rotated CA it has not
+    re-read) than every API server being dead while the EndpointSlice still lists
+    them ready. Withdrawing everything would take the VIP down for a fault the API
+    servers do not have; keeping what Kubernetes calls ready costs nothing when
+    they are really all dead, since no route could help then anyway.
+    Pure: no side effects.
+    """
+    unique = tuple(dict.fromkeys(ready))
+    healthy = tuple(a for a in unique if states.get(a, Health()).healthy)
+    return healthy or unique

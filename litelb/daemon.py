@@ -1,0 +1,322 @@
+"""`litelb run`: wires the adapters around the engine, runs the workers, speaks to systemd.
+
+Threads: the EndpointSlice watcher, the prober and the status server only hand
+observations to the engine's single reconcile worker; the main thread handles
+signals, the VIP, the watchdog and STATUS=.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Callable, Optional
+
+from litelb import __version__, logs
+from litelb.adapters.http import StatusServer, StatusServerError
+from litelb.adapters.kube import EndpointWatcher, KubeClient, KubeError, find_kubeconfig
+from litelb.adapters.kubeconfig import load_configuration
+from litelb.adapters.nsx import NsxClient
+from litelb.adapters.probe import Prober, tls_context
+from litelb.adapters.systemd import Notifier
+from litelb.adapters.vip import VipError, VipManager, local_addresses
+from litelb.config import Config, ConfigError, load
+from litelb.core.health import Health, step_all
+from litelb.engine import Engine, iso
+from litelb.metrics import Metrics
+from litelb.model import EndpointSnapshot
+
+log = logging.getLogger("litelb")
+
+# SIGTERM → exit within 5 s (SPEC §5): the hand-over write gets what is left of it.
+STOP_BUDGET = 4.0
+# How often the main thread looks after the VIP at most; it also does so every resync.
+VIP_CHECK_INTERVAL = 10.0
+
+
+class Fatal(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Worker:
+    name: str
+    thread: threading.Thread
+    progress: Callable[[], float]  # monotonic time of its last loop
+    stall_after: float  # seconds without progress that count as hung
+
+
+class ProbeLoop:
+    """Probes every ready API server each `interval` and feeds rise/fall health to the engine."""
+
+    def __init__(self, config: Config, prober: Prober, engine: Engine, stop: threading.Event):
+        self._cfg = config.health
+        self._prober = prober
+        self._engine = engine
+        self._stop = stop
+        self._states: dict[str, Health] = {}
+        self.progress = time.monotonic()
+
+    def run(self) -> None:
+        next_round = time.monotonic()
+        while not self._stop.wait(max(0.0, next_round - time.monotonic())):
+            # Rounds start every interval, however long the probes took, so a hung
+            # API server is noticed after fall × interval (+ one timeout), not later.
+            next_round += self._cfg.interval
+            self.progress = time.monotonic()
+            endpoints = [e for e in self._engine.endpoints() if e.ready]
+            results = self._prober.probe_all(endpoints)
+            states = step_all(
+                self._states,
+                {a: r.ok for a, r in results.items()},
+                rise=self._cfg.rise,
+                fall=self._cfg.fall,
+            )
+            for address, health in states.items():
+                before = self._states.get(address, Health())
+                if health.healthy != before.healthy:
+                    result = results[address]
+                    if health.healthy:
+                        log.info("API server %s is healthy again (%s)", address, result.detail)
+                    else:
+                        log.warning("API server %s failed its probes (%s)", address, result.detail)
+            self._states = states
+            self._engine.set_health(states)
+            next_round = max(next_round, time.monotonic())
+
+
+class Daemon:
+    def __init__(self, config: Config, notifier: Optional[Notifier] = None) -> None:
+        self.cfg = config
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.stop_event = threading.Event()
+        self.vip = VipManager(config.vip.address, config.vip.interface)
+        self.vip_present: Optional[bool] = None
+        self.nsx = NsxClient(config.nsx, on_request=self.metrics.observe_nsx_request)
+        self.engine = Engine(
+            config,
+            self.nsx,
+            metrics=self.metrics,
+            local_addresses=local_addresses,
+        )
+        self.workers: list[Worker] = []
+        self.kube: Optional[KubeClient] = None
+        self.watcher: Optional[EndpointWatcher] = None
+        self.server: Optional[StatusServer] = None
+        self.prober: Optional[Prober] = None
+
+    # -- start ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except (KubeError, StatusServerError) as e:
+            raise Fatal(str(e)) from e
+
+    def _start(self) -> None:
+        cfg = self.cfg
+        log.info(
+            "litelb %s starting: VIP %s, route %s", __version__, cfg.vip.address, cfg.nsx.route_path
+        )
+        if cfg.nsx.insecure:
+            log.warning(
+                "nsx.insecure = true: the NSX managers' certificates are NOT verified; anyone "
+                "on the path can read the NSX password and rewrite the route"
+            )
+        self.ensure_vip()
+        path, why = find_kubeconfig(cfg.kubernetes.kubeconfig)
+        log.info("using kubeconfig %s (%s)", path, why)
+        self.kube = KubeClient(cfg.kubernetes, path)
+        self.watcher = EndpointWatcher(
+            self.kube,
+            family=cfg.vip.family,
+            on_snapshot=self._on_snapshot,
+            stop=self.stop_event,
+        )
+        self._spawn("kubernetes", self.watcher.run, lambda: self._watcher_progress(), 120.0)
+        self._spawn("reconcile", self.engine.run, lambda: self.engine.last_progress, 30.0)
+        if cfg.health.enabled:
+            kube_tls = load_configuration(path)
+            self.prober = Prober(
+                path=cfg.health.path,
+                timeout=cfg.health.timeout,
+                context=tls_context(kube_tls.ssl_ca_cert, kube_tls.cert_file, kube_tls.key_file),
+            )
+            probes = ProbeLoop(cfg, self.prober, self.engine, self.stop_event)
+            stall = cfg.health.interval + cfg.health.timeout + 30.0
+            self._spawn("probes", probes.run, lambda: probes.progress, stall)
+        if cfg.metrics.listen:
+            self.server = StatusServer(
+                cfg.metrics.listen, status=self.status, healthy=self.healthy, metrics=self.metrics
+            )
+            host, port = self.server.start()
+            log.info("serving /status, /metrics and /healthz on %s:%d", host, port)
+
+    def _spawn(
+        self, name: str, target: Callable[[], None], progress: Callable[[], float], stall: float
+    ) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self.workers.append(Worker(name, thread, progress, stall))
+
+    def _on_snapshot(self, snapshot: EndpointSnapshot) -> None:
+        if self.kube is not None:
+            self.kube.note_endpoints(snapshot)
+        self.engine.set_snapshot(snapshot)
+
+    def _watcher_progress(self) -> float:
+        # The watcher counts as making progress while it retries too: a Kubernetes
+        # outage must not get the daemon killed, since a restart cannot mend it.
+        assert self.watcher is not None
+        return max(self.watcher.last_progress, getattr(self.watcher, "last_attempt", 0.0))
+
+    # -- the VIP -------------------------------------------------------------------
+
+    def ensure_vip(self) -> None:
+        if not self.cfg.vip.manage:
+            self.vip_present = self._vip_present()
+            return
+        try:
+            if self.vip.ensure():
+                log.info("added VIP %s to %s", self.cfg.vip.address, self.cfg.vip.interface)
+            self.vip_present = True
+        except VipError as e:
+            self.vip_present = False
+            raise Fatal(str(e)) from e
+        finally:
+            self.metrics.vip_present.set(1 if self.vip_present else 0)
+
+    def _vip_present(self) -> Optional[bool]:
+        try:
+            return self.vip.present()
+        except VipError as e:
+            log.warning("%s", e)
+            return None
+
+    # -- health, status ------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        now = time.monotonic()
+        return all(w.thread.is_alive() and now - w.progress() < w.stall_after for w in self.workers)
+
+    def status(self) -> dict:
+        s = self.engine.status
+        cfg = self.cfg
+        return {
+            "version": __version__,
+            "node": s.node,
+            "leader": s.is_leader,
+            "leader_identity": s.leader,
+            "reason": s.reason.value,
+            "vip": {
+                "address": cfg.vip.address,
+                "interface": cfg.vip.interface,
+                "managed": cfg.vip.manage,
+                "present": self.vip_present,
+            },
+            "endpoints": [{"address": a, "ready": r, "healthy": h} for a, r, h in s.endpoints],
+            "route": {
+                "path": cfg.nsx.route_path,
+                "next_hops": list(s.next_hops),
+                "desired_next_hops": list(s.desired_hops),
+                "in_sync": s.in_sync,
+                "last_sync": iso(s.last_sync),
+                "last_error": s.last_error,
+            },
+            "nsx": {"manager": self.nsx.manager, "reachable": self.nsx.reachable},
+            "kubernetes": {
+                "server": self.kube.server if self.kube else None,
+                "synced": s.synced,
+                "last_error": self.watcher.last_error if self.watcher else None,
+            },
+        }
+
+    # -- the main loop -------------------------------------------------------------
+
+    def serve(self) -> None:
+        ready = False
+        status_line = ""
+        next_vip = time.monotonic() + min(VIP_CHECK_INTERVAL, self.cfg.nsx.resync_interval)
+        tick = min(self.notifier.watchdog_interval or 1.0, 1.0)
+        while not self.stop_event.wait(tick):
+            assert self.watcher is not None
+            if not ready and self.watcher.synced.is_set():
+                ready = True
+                self.notifier.ready()
+                log.info("ready: first EndpointSlice list done")
+            if time.monotonic() >= next_vip:
+                next_vip = time.monotonic() + min(VIP_CHECK_INTERVAL, self.cfg.nsx.resync_interval)
+                self._recheck_vip()
+            line = self.engine.status.summary()
+            if line != status_line:
+                status_line = line
+                self.notifier.status(line)
+            if self.healthy():
+                self.notifier.watchdog()
+            else:
+                stuck = [w.name for w in self.workers if not w.thread.is_alive()]
+                log.error("worker(s) not making progress: %s", ", ".join(stuck) or "stalled")
+
+    def _recheck_vip(self) -> None:
+        try:
+            self.ensure_vip()
+        except Fatal as e:
+            log.error("%s", e)
+
+    def shutdown(self) -> None:
+        deadline = time.monotonic() + STOP_BUDGET
+        self.notifier.stopping()
+        log.info("stopping")
+        self.engine.stop(handover=True)
+        self.stop_event.set()
+        for w in self.workers:
+            w.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.server is not None:
+            self.server.stop()
+        if self.prober is not None:
+            self.prober.close()
+        if self.kube is not None:
+            self.kube.close()
+        self.nsx.close()
+        log.info("stopped")
+
+
+def run(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status."""
+    logs.setup(config.log.level)
+    daemon = Daemon(config)
+    stopping = threading.Event()
+
+    def on_stop(signum: int, frame: Optional[FrameType]) -> None:
+        stopping.set()
+        daemon.stop_event.set()
+
+    def on_hup(signum: int, frame: Optional[FrameType]) -> None:
+        reload_log_level(config.path)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    try:
+        daemon.start()
+        daemon.serve()
+    except Fatal as e:
+        log.error("%s", e)
+        daemon.shutdown()
+        return 1
+    daemon.shutdown()
+    return 0
+
+
+def reload_log_level(path: str) -> None:
+    try:
+        level = load(path).log.level
+    except ConfigError as e:
+        log.error("SIGHUP: not reloading, the configuration has an error: %s", e)
+        return
+    logs.set_level(level)
+    log.info("SIGHUP: log level is now %s", level)

@@ -1,0 +1,314 @@
+"""A throw-away Debian 12 machine booted by a real systemd, for the package install test.
+
+The package's promises (the unit starts, `Type=notify` and the watchdog work under
+the hardening, `apt purge` cleans up) only show under a real systemd as PID 1, so
+the test boots one with `systemd-nspawn` instead of mocking systemctl:
+
+- a minimal Debian 12 root (debootstrap, with litelb's runtime dependencies so the
+  .deb installs offline) is cached under /var/cache/litelb-test/ and reused;
+- every test gets its own copy-on-write overlay of it, so the cache stays pristine;
+- the container is booted with `--keep-unit --register=no` (there is no host systemd
+  or machined here) and driven with `nsenter -t <its PID 1> -a ...`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Optional
+
+SUITE = "bookworm"
+# Everything litelb's .deb depends on is put into the cached root, so installing the
+# package needs no network and no `apt-get update` inside the container.
+# python3-cryptography: tests/pki.py, which the fake kube-apiserver uses.
+# python3-cffi-backend: debootstrap does not resolve virtual packages, and
+# python3-cryptography depends on python3-cffi-backend-api-{min,max}, which it provides.
+ROOTFS_PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "python3",
+    "iproute2",
+    "python3-kubernetes",
+    "python3-requests",
+    "python3-pyroute2",
+    "python3-systemd",
+    "python3-prometheus-client",
+    "python3-cryptography",
+    "python3-cffi-backend",
+)
+# Imports that prove the cached root is complete (a half-finished debootstrap, or a
+# cache from an older package list, is rebuilt).
+ROOTFS_PROBE = "import kubernetes, requests, pyroute2, systemd.daemon, prometheus_client, cryptography"
+
+CACHE_DIR = Path(os.environ.get("LITELB_TEST_CACHE", "/var/cache/litelb-test"))
+STAMP = ".litelb-rootfs"
+DEFAULT_MIRROR = "http://deb.debian.org/debian/"
+# The container's PATH is not inherited from the host's environment (which may name
+# a venv that does not exist inside).
+CONTAINER_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    "SYSTEMD_PAGER": "",
+    "SYSTEMD_COLORS": "0",
+}
+
+
+class ContainerError(RuntimeError):
+    pass
+
+
+def missing_tools() -> list[str]:
+    return [t for t in ("systemd-nspawn", "nsenter", "debootstrap") if shutil.which(t) is None]
+
+
+def debian_mirror() -> str:
+    """The Debian mirror apt on this host already uses (CI may sit behind its own)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            [
+                "apt-get",
+                "indextargets",
+                "--format",
+                "$(REPO_URI)",
+                f"Codename: {SUITE}",
+                "Identifier: Packages",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split()
+        # Security and updates repositories share the codename prefix but not the layout.
+        for uri in out:
+            if "security" not in uri:
+                return uri
+    return DEFAULT_MIRROR
+
+
+def _rootfs_key() -> str:
+    return hashlib.sha256(f"{SUITE} {' '.join(ROOTFS_PACKAGES)}".encode()).hexdigest()[:16]
+
+
+def rootfs_ok(root: Path) -> bool:
+    stamp = root / STAMP
+    if not stamp.is_file() or stamp.read_text().strip() != _rootfs_key():
+        return False
+    if not (root / "usr/lib/systemd/systemd").exists():
+        return False
+    probe = subprocess.run(
+        ["chroot", str(root), "/usr/bin/python3", "-c", ROOTFS_PROBE],
+        capture_output=True,
+        env=CONTAINER_ENV,
+        timeout=60,
+    )
+    return probe.returncode == 0
+
+
+def ensure_rootfs(log: Optional[Path] = None) -> Path:
+    """The cached Debian 12 root, built with debootstrap when missing or broken."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    root = CACHE_DIR / f"{SUITE}-rootfs"
+    # A lock, because two test runs on one machine must not debootstrap into each other.
+    with open(CACHE_DIR / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if root.is_dir() and rootfs_ok(root):
+            return root
+        tmp = CACHE_DIR / f"{SUITE}-rootfs.tmp"
+        for stale in (root, tmp):
+            if stale.exists():
+                shutil.rmtree(stale)
+        cmd = [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=" + ",".join(ROOTFS_PACKAGES),
+            SUITE,
+            str(tmp),
+            debian_mirror(),
+        ]
+        with open(log or os.devnull, "ab") as out:
+            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=1200)
+        if proc.returncode != 0:
+            raise ContainerError(f"debootstrap failed ({proc.returncode}); see {log}")
+        # The downloaded .debs are a second copy of the root's size: not worth caching.
+        for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):
+            deb.unlink()
+        (tmp / STAMP).write_text(_rootfs_key() + "\n")
+        tmp.rename(root)
+        if not rootfs_ok(root):
+            raise ContainerError(f"freshly built {root} fails its probe: {ROOTFS_PROBE}")
+        return root
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                kids += [int(k) for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return kids
+
+
+def _is_container_init(pid: int) -> bool:
+    """PID 1 of its own PID namespace, already running systemd (not nspawn's stub)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return False
+    nspid = next((ln.split()[1:] for ln in status.splitlines() if ln.startswith("NSpid:")), [])
+    return len(nspid) >= 2 and nspid[-1] == "1" and comm == "systemd"
+
+
+class Container:
+    """One booted container on an overlay of the cached root; use as a context manager."""
+
+    def __init__(self, lower: Path, workdir: Path) -> None:
+        self.lower = lower
+        self.workdir = workdir
+        self.root = workdir / "root"
+        self.log = workdir / "console.log"
+        self.nspawn: Optional[subprocess.Popen[bytes]] = None
+        self.pid1 = 0
+        self._mounted = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def __enter__(self) -> Container:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, boot_timeout: float = 60) -> None:
+        upper, work = self.workdir / "upper", self.workdir / "work"
+        for d in (upper, work, self.root):
+            d.mkdir(parents=True, exist_ok=True)
+        opts = f"lowerdir={self.lower},upperdir={upper},workdir={work}"
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(self.root)], check=True)
+        self._mounted = True
+        with open(self.log, "wb") as out:
+            self.nspawn = subprocess.Popen(
+                [
+                    "systemd-nspawn",
+                    "-D",
+                    str(self.root),
+                    "--boot",
+                    "--register=no",
+                    "--keep-unit",
+                    "--private-network",
+                    "--console=pipe",
+                    f"--machine=litelb-test-{os.getpid()}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Its own process group: a Ctrl-C of pytest must not reach the container.
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + boot_timeout
+        while not self.pid1:
+            if self.nspawn.poll() is not None:
+                raise ContainerError(f"systemd-nspawn exited {self.nspawn.returncode}: {self.console()}")
+            if time.monotonic() > deadline:
+                raise ContainerError(f"no systemd in the container: {self.console()}")
+            self.pid1 = next((p for p in _children(self.nspawn.pid) if _is_container_init(p)), 0)
+            time.sleep(0.05)
+        state = self.run(
+            ["systemctl", "is-system-running", "--wait"],
+            check=False,
+            timeout=max(1.0, deadline - time.monotonic()),
+        ).stdout.strip()
+        # "degraded" is fine: units irrelevant here (e.g. ones needing a real /dev) may fail.
+        if state not in ("running", "degraded"):
+            raise ContainerError(f"container did not boot ({state!r}): {self.console()}")
+
+    def stop(self) -> None:
+        if self.nspawn is not None and self.nspawn.poll() is None:
+            # SIGTERM asks nspawn for an orderly poweroff of the container.
+            self.nspawn.send_signal(signal.SIGTERM)
+            try:
+                self.nspawn.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                # SIGKILL to a PID namespace's init kills everything inside it.
+                if self.pid1:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(self.pid1, signal.SIGKILL)
+                self.nspawn.kill()
+                self.nspawn.wait(timeout=15)
+        if self._mounted:
+            if subprocess.run(["umount", str(self.root)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(self.root)], capture_output=True)
+            self._mounted = False
+
+    def console(self, tail: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-tail:]
+        return ""
+
+    # -- driving it ------------------------------------------------------------------
+
+    def run(
+        self,
+        args: Sequence[str],
+        check: bool = True,
+        timeout: float = 60,
+        input: Optional[str] = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside every namespace of the container (as its root)."""
+        proc = subprocess.run(
+            ["nsenter", "-t", str(self.pid1), "-a", "--", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env=CONTAINER_ENV,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise ContainerError(
+                f"{' '.join(args)} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}"
+            )
+        return proc
+
+    def sh(self, script: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        return self.run(["/bin/sh", "-ec", script], **kw)  # type: ignore[arg-type]
+
+    def path(self, inside: str) -> Path:
+        """Host path of a file inside the container (through the overlay)."""
+        return self.root / inside.lstrip("/")
+
+    def write(self, inside: str, text: str, mode: int = 0o644) -> None:
+        p = self.path(inside)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        p.chmod(mode)
+
+
+@contextlib.contextmanager
+def booted(lower: Path, keep: bool = False) -> Iterator[Container]:
+    """A booted container in a fresh /var/tmp/litelb-install-* directory, removed after."""
+    workdir = Path(tempfile.mkdtemp(prefix="litelb-install-", dir="/var/tmp"))
+    try:
+        with Container(lower, workdir) as c:
+            yield c
+    finally:
+        # Never rmtree through a still-mounted overlay (it would only write whiteouts,
+        # but a lazily detached mount is gone from the path and safe to remove).
+        if not keep and not os.path.ismount(workdir / "root"):
+            shutil.rmtree(workdir, ignore_errors=True)

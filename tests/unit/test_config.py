@@ -1,0 +1,600 @@
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import shutil
+import sys
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from litelb import config
+from litelb.config import (
+    Config,
+    ConfigError,
+    CoordinationConfig,
+    HealthConfig,
+    KubernetesConfig,
+    LogConfig,
+    MetricsConfig,
+    NsxConfig,
+    Secret,
+    VipConfig,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+SHIPPED = Path(__file__).resolve().parents[2] / "etc" / "litelb.toml"
+ENV = {"LITELB_NSX_PASSWORD": "env-password"}
+SECRET = "hunter2-do-not-print"
+
+# Raw TOML values by section; each error case overrides some of them.
+BASE: dict[str, dict[str, str]] = {
+    "vip": {"address": '"192.168.160.249"'},
+    "nsx": {
+        "managers": '["https://nsx.example.com"]',
+        "tier1": '"cluster-router"',
+        "password_file": '""',
+    },
+}
+
+
+def render(overrides: dict[str, Optional[str]]) -> str:
+    """BASE with "section.key" set to a raw TOML value, or removed when None."""
+    sections = {name: dict(keys) for name, keys in BASE.items()}
+    for dotted, raw in overrides.items():
+        section, key = dotted.split(".")
+        if raw is None:
+            sections[section].pop(key, None)
+        else:
+            sections.setdefault(section, {})[key] = raw
+    return "".join(
+        f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+        for name, keys in sections.items()
+    )
+
+
+def write(path: Path, text: str, mode: int = 0o600) -> Path:
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def parse_error(text: str, environ: Optional[dict[str, str]] = None) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        config.parse(text, "litelb.toml", environ=ENV if environ is None else environ)
+    return info.value
+
+
+def test_full_config(tmp_path: Path) -> None:
+    ca = write(tmp_path / "ca.pem", "-----BEGIN CERTIFICATE-----\n")
+    password_file = write(tmp_path / "nsx-password", SECRET + "\n")
+    text = f"""
+[vip]
+address = "10.0.0.10"
+interface = "dummy0"
+manage = false
+
+[kubernetes]
+kubeconfig = "/etc/kubernetes/kubelet.conf"
+service = "kube-system/apiserver"
+api_servers = ["https://10.0.0.2:6443", "https://cp.example.com:6443/"]
+node_address = "10.0.0.2"
+
+[coordination]
+takeover_after = 0.5
+stale_after = 20
+hold_down = 0
+
+[health]
+enabled = false
+path = "/livez?verbose"
+interval = 0.5
+timeout = 0.25
+fall = 3
+rise = 5
+
+[nsx]
+managers = ["https://nsx-1.example.com/", "https://[2001:db8::5]:8443"]
+tier1 = "t1_cluster.a"
+project = "tenant-1"
+route_id = "cp-vip"
+auth = "session"
+username = "litelb"
+password_file = "{password_file}"
+ca_file = "{ca}"
+thumbprint = "{"AB:" * 31}AB"
+timeout = 30
+resync_interval = 5
+
+[metrics]
+listen = "[::1]:9000"
+
+[log]
+level = "debug"
+"""
+    cfg = config.parse(text, "/etc/litelb.toml", environ={})
+    assert cfg == Config(
+        vip=VipConfig(address="10.0.0.10", interface="dummy0", manage=False),
+        kubernetes=KubernetesConfig(
+            kubeconfig="/etc/kubernetes/kubelet.conf",
+            service="kube-system/apiserver",
+            api_servers=("https://10.0.0.2:6443", "https://cp.example.com:6443"),
+            node_address="10.0.0.2",
+        ),
+        coordination=CoordinationConfig(takeover_after=0.5, stale_after=20.0, hold_down=0.0),
+        health=HealthConfig(
+            enabled=False, path="/livez?verbose", interval=0.5, timeout=0.25, fall=3, rise=5
+        ),
+        nsx=NsxConfig(
+            managers=("https://nsx-1.example.com", "https://[2001:db8::5]:8443"),
+            tier1="t1_cluster.a",
+            project="tenant-1",
+            route_id="cp-vip",
+            auth="session",
+            username="litelb",
+            password=Secret(SECRET),
+            password_file=str(password_file),
+            ca_file=str(ca),
+            thumbprint="ab" * 32,
+            timeout=30.0,
+            resync_interval=5.0,
+        ),
+        metrics=MetricsConfig(listen="[::1]:9000"),
+        log=LogConfig(level="debug"),
+        path="/etc/litelb.toml",
+    )
+    assert cfg.kubernetes.namespace == "kube-system"
+    assert cfg.kubernetes.service_name == "apiserver"
+    assert cfg.nsx.route_path == (
+        "/orgs/default/projects/tenant-1/infra/tier-1s/t1_cluster.a/static-routes/cp-vip"
+    )
+    assert (cfg.metrics.host, cfg.metrics.port) == ("::1", 9000)
+
+
+def test_minimal_config_gets_the_defaults() -> None:
+    cfg = config.parse(render({}), "litelb.toml", environ=ENV)
+    assert cfg == Config(
+        vip=VipConfig(address="192.168.160.249", interface="lo", manage=True),
+        kubernetes=KubernetesConfig(
+            kubeconfig="", service="default/kubernetes", api_servers=(), node_address=""
+        ),
+        coordination=CoordinationConfig(takeover_after=1.0, stale_after=10.0, hold_down=30.0),
+        health=HealthConfig(
+            enabled=True, path="/readyz", interval=1.0, timeout=1.0, fall=2, rise=2
+        ),
+        nsx=NsxConfig(
+            managers=("https://nsx.example.com",),
+            tier1="cluster-router",
+            project="",
+            route_id="litelb-192-168-160-249",
+            auth="basic",
+            username="admin",
+            password=Secret("env-password"),
+            password_file="",
+            client_cert="",
+            client_key="",
+            ca_file="",
+            thumbprint="",
+            insecure=False,
+            timeout=10.0,
+            resync_interval=60.0,
+        ),
+        metrics=MetricsConfig(listen="127.0.0.1:9651"),
+        log=LogConfig(level="info"),
+        path="litelb.toml",
+    )
+    assert (
+        cfg.nsx.route_path == "/infra/tier-1s/cluster-router/static-routes/litelb-192-168-160-249"
+    )
+    assert (cfg.metrics.host, cfg.metrics.port, cfg.metrics.enabled) == ("127.0.0.1", 9651, True)
+
+
+@pytest.mark.skipif(
+    os.path.exists("/etc/litelb/nsx-password"), reason="an installed password file would be read"
+)
+def test_shipped_file_parses_to_the_defaults(tmp_path: Path) -> None:
+    copy = tmp_path / "litelb.toml"
+    shutil.copy(SHIPPED, copy)
+    copy.chmod(0o600)
+    cfg = config.load(str(copy), environ=ENV)
+    assert cfg == config.parse(
+        render({"nsx.password_file": '"/etc/litelb/nsx-password"'}), str(copy), environ=ENV
+    )
+
+
+def test_shipped_file_shows_every_key() -> None:
+    doc = tomllib.loads(SHIPPED.read_text())
+    sections = {
+        "vip": VipConfig,
+        "kubernetes": KubernetesConfig,
+        "coordination": CoordinationConfig,
+        "health": HealthConfig,
+        "nsx": NsxConfig,
+        "metrics": MetricsConfig,
+        "log": LogConfig,
+    }
+    assert set(doc) == {f.name for f in dataclasses.fields(Config)} - {"path"} == set(sections)
+    for name, cls in sections.items():
+        # The password is shown commented out: a value there would be a secret.
+        assert set(doc[name]) == {f.name for f in dataclasses.fields(cls)} - {"password"}, name
+    assert "\n# password = " in SHIPPED.read_text()
+
+
+def test_ipv6_vip() -> None:
+    cfg = config.parse(
+        render(
+            {
+                "vip.address": '"2001:DB8::10"',
+                "kubernetes.node_address": '"2001:db8:0::2"',
+                "metrics.listen": '"[::]:9651"',
+            }
+        ),
+        "litelb.toml",
+        environ=ENV,
+    )
+    assert cfg.vip.address == "2001:db8::10"
+    assert cfg.vip.family == 6
+    assert cfg.kubernetes.node_address == "2001:db8::2"
+    assert cfg.nsx.route_id == "litelb-2001-db8--10"
+    assert (cfg.metrics.host, cfg.metrics.port) == ("::", 9651)
+
+
+@pytest.mark.parametrize(
+    "manager", ["http://127.0.0.1:8080", "http://127.3.0.1", "http://localhost:1", "http://[::1]:2"]
+)
+def test_plain_http_manager_on_the_loopback(manager: str) -> None:
+    cfg = config.parse(render({"nsx.managers": f'["{manager}"]'}), "litelb.toml", environ=ENV)
+    assert cfg.nsx.managers == (manager,)
+
+
+def test_metrics_can_be_disabled() -> None:
+    cfg = config.parse(render({"metrics.listen": '""'}), "litelb.toml", environ=ENV)
+    assert not cfg.metrics.enabled
+
+
+def test_certificate_auth_needs_no_password(tmp_path: Path) -> None:
+    cert = write(tmp_path / "c.pem", "cert")
+    key = write(tmp_path / "k.pem", "key")
+    cfg = config.parse(
+        render(
+            {
+                "nsx.auth": '"certificate"',
+                "nsx.client_cert": f'"{cert}"',
+                "nsx.client_key": f'"{key}"',
+            }
+        ),
+        "litelb.toml",
+        environ={},
+    )
+    assert cfg.nsx.password is None
+    assert (cfg.nsx.client_cert, cfg.nsx.client_key) == (str(cert), str(key))
+
+
+LONG = "a" * 256
+ERRORS = [
+    ({"vip.address": None}, "vip.address", "is required"),
+    ({"vip.address": '"192.168.160.249/32"'}, "vip.address", "write '192.168.160.249'"),
+    ({"vip.address": '"vip.example.com"'}, "vip.address", "not an IPv4 or IPv6 address"),
+    ({"vip.address": '"fe80::1%eth0"'}, "vip.address", "zone index"),
+    ({"vip.address": '"127.0.0.53"'}, "vip.address", "cannot be routed to as a VIP"),
+    ({"vip.address": '"::"'}, "vip.address", "cannot be routed to as a VIP"),
+    ({"vip.address": "42"}, "vip.address", "must be a string, not an integer"),
+    ({"vip.interface": '"eth0/1"'}, "vip.interface", "not a network interface name"),
+    ({"vip.interface": '"sixteen-chars-xx"'}, "vip.interface", "not a network interface name"),
+    ({"vip.manage": '"yes"'}, "vip.manage", "must be true or false, not a string"),
+    ({"vip.manage": "1"}, "vip.manage", "must be true or false, not an integer"),
+    ({"kubernetes.service": '"kubernetes"'}, "kubernetes.service", "not 'namespace/name'"),
+    ({"kubernetes.service": '"default/Kube"'}, "kubernetes.service", "not 'namespace/name'"),
+    ({"kubernetes.api_servers": '"https://a"'}, "kubernetes.api_servers", "an array of strings"),
+    ({"kubernetes.api_servers": "[1]"}, "kubernetes.api_servers", "not of an integer"),
+    (
+        {"kubernetes.api_servers": '["http://10.0.0.2:6443"]'},
+        "kubernetes.api_servers",
+        "'http://10.0.0.2:6443' is not an https:// URL",
+    ),
+    (
+        {"kubernetes.api_servers": '["http://127.0.0.1:6443"]'},
+        "kubernetes.api_servers",
+        "is not an https:// URL",
+    ),
+    ({"kubernetes.node_address": '"node-1"'}, "kubernetes.node_address", "not an IP address"),
+    (
+        {"kubernetes.node_address": '"2001:db8::2"'},
+        "kubernetes.node_address",
+        "is IPv6 but the VIP is IPv4",
+    ),
+    ({"coordination.takeover_after": "-1"}, "coordination.takeover_after", "at least 0 seconds"),
+    ({"coordination.hold_down": "true"}, "coordination.hold_down", "not a boolean"),
+    ({"coordination.stale_after": '"10s"'}, "coordination.stale_after", "not a string"),
+    ({"coordination.stale_after": "inf"}, "coordination.stale_after", "finite"),
+    ({"coordination.stale_after": "nan"}, "coordination.stale_after", "finite"),
+    ({"health.enabled": '"true"'}, "health.enabled", "must be true or false"),
+    ({"health.path": '"readyz"'}, "health.path", "starting with '/'"),
+    ({"health.interval": "0"}, "health.interval", "more than 0 seconds"),
+    ({"health.timeout": "-0.5"}, "health.timeout", "more than 0 seconds"),
+    ({"health.fall": "0"}, "health.fall", "at least 1"),
+    ({"health.rise": "1.5"}, "health.rise", "must be an integer, not a float"),
+    ({"health.rise": "true"}, "health.rise", "must be an integer, not a boolean"),
+    ({"nsx.managers": None}, "nsx.managers", "is required"),
+    ({"nsx.managers": "[]"}, "nsx.managers", "at least one manager"),
+    ({"nsx.managers": '"https://nsx"'}, "nsx.managers", "an array of strings"),
+    (
+        {"nsx.managers": '["http://nsx.example.com"]'},
+        "nsx.managers",
+        "plain http only for a manager on the loopback",
+    ),
+    ({"nsx.managers": '["nsx.example.com"]'}, "nsx.managers", "not an https:// URL"),
+    ({"nsx.managers": '["https://"]'}, "nsx.managers", "has no host"),
+    ({"nsx.managers": '["https://nsx:0"]'}, "nsx.managers", "invalid port"),
+    ({"nsx.managers": '["https://nsx:http"]'}, "nsx.managers", "invalid port"),
+    ({"nsx.managers": '["https://nsx/?a=b"]'}, "nsx.managers", "query or fragment"),
+    ({"nsx.managers": '["https://a", "https://a/"]'}, "nsx.managers", "same manager twice"),
+    ({"nsx.tier1": None}, "nsx.tier1", "is required"),
+    ({"nsx.tier1": '""'}, "nsx.tier1", "is not an NSX id"),
+    ({"nsx.tier1": '"cluster router"'}, "nsx.tier1", "is not an NSX id"),
+    ({"nsx.tier1": f'"{LONG}"'}, "nsx.tier1", "is not an NSX id"),
+    ({"nsx.project": '"a/b"'}, "nsx.project", "is not an NSX id"),
+    ({"nsx.route_id": '".."'}, "nsx.route_id", "is not an NSX id"),
+    ({"nsx.auth": '"token"'}, "nsx.auth", "not one of basic | session | certificate"),
+    ({"nsx.auth": '"sesion"'}, "nsx.auth", "did you mean 'session'?"),
+    ({"nsx.auth": '"certificate"'}, "nsx.client_cert", "required with auth = 'certificate'"),
+    ({"nsx.username": '""'}, "nsx.username", "required with auth = 'basic'"),
+    ({"nsx.password_file": "[]"}, "nsx.password_file", "must be a string, not an array"),
+    ({"nsx.ca_file": '"/nonexistent/ca.pem"'}, "nsx.ca_file", "/nonexistent/ca.pem does not exist"),
+    ({"nsx.client_cert": '"/nonexistent/c.pem"'}, "nsx.client_cert", "does not exist"),
+    ({"nsx.client_key": '"/nonexistent/k.pem"'}, "nsx.client_key", "does not exist"),
+    ({"nsx.thumbprint": '"abc"'}, "nsx.thumbprint", "64 hex digits"),
+    ({"nsx.thumbprint": f'"{"g" * 64}"'}, "nsx.thumbprint", "64 hex digits"),
+    (
+        {"nsx.thumbprint": f'"{"a" * 64}"', "nsx.insecure": "true"},
+        "nsx.insecure",
+        "contradicts thumbprint",
+    ),
+    ({"nsx.insecure": '"no"'}, "nsx.insecure", "must be true or false"),
+    ({"nsx.timeout": "0"}, "nsx.timeout", "at least 1 seconds"),
+    ({"nsx.timeout": "301"}, "nsx.timeout", "at most 300 seconds"),
+    ({"nsx.resync_interval": "4.9"}, "nsx.resync_interval", "at least 5 seconds"),
+    ({"metrics.listen": '"9651"'}, "metrics.listen", "must be 'host:port'"),
+    ({"metrics.listen": '":9651"'}, "metrics.listen", "needs a host"),
+    ({"metrics.listen": '"::1:9651"'}, "metrics.listen", "needs brackets: '[::1]:9651'"),
+    ({"metrics.listen": '"[::1]9651"'}, "metrics.listen", "must be '[address]:port'"),
+    ({"metrics.listen": '"[1.2.3.4]:1"'}, "metrics.listen", "not an IPv6 address"),
+    ({"metrics.listen": '"127.0.0.1:0"'}, "metrics.listen", "not a number from 1 to 65535"),
+    ({"metrics.listen": '"127.0.0.1:65536"'}, "metrics.listen", "not a number from 1 to 65535"),
+    ({"metrics.listen": "9651"}, "metrics.listen", "must be a string, not an integer"),
+    ({"log.level": '"warn"'}, "log.level", "did you mean 'warning'?"),
+    ({"log.level": '"verbose"'}, "log.level", "not one of debug | info | warning | error"),
+    ({"vip.adress": '"1.2.3.4"'}, "vip.adress", "unknown key; did you mean 'vip.address'?"),
+    ({"nsx.level": '"debug"'}, "nsx.level", "did you mean 'log.level' (in [log])?"),
+    ({"log.colour": "true"}, "log.colour", "unknown key; known: level"),
+    ({"helth.enabled": "true"}, "helth", "unknown section; did you mean 'health'?"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "key", "message"), ERRORS)
+def test_errors(overrides: dict[str, Optional[str]], key: str, message: str) -> None:
+    error = parse_error(render(overrides))
+    assert error.key == key
+    assert message in error.message
+    assert error.path == "litelb.toml"
+    assert str(error).startswith("litelb.toml:")
+    assert str(error).endswith(f"{key}: {error.message}")
+
+
+def test_error_carries_the_line() -> None:
+    text = '# litelb\n\n[vip]\ninterface = "lo"\naddress = "1.2.3.4/32"\n'
+    error = parse_error(text)
+    assert (error.key, error.line) == ("vip.address", 5)
+    assert str(error) == (
+        "litelb.toml:5:vip.address: '1.2.3.4/32' has a prefix length;"
+        " write '1.2.3.4' (litelb routes it as a host route)"
+    )
+
+
+def test_line_of_a_key_is_looked_up_in_its_own_section() -> None:
+    text = render({"health.timeout": "1"}) + "\n"
+    text = text.replace("[nsx]\n", "[nsx]\n# slow lab\ntimeout = 0\n")
+    error = parse_error(text)
+    assert error.key == "nsx.timeout"
+    assert text.split("\n")[error.line - 1] == "timeout = 0"
+
+
+def test_line_of_a_dotted_key_and_of_a_section() -> None:
+    assert parse_error('vip.address = "x"\n').line == 1
+    error = parse_error("\n\nvip = 3\n")
+    assert (error.key, error.line) == ("vip", 3)
+    assert error.message == "must be a table ([vip]), not an integer"
+    assert parse_error(render({}) + "\n[loggging]\nlevel = 'info'\n").line == 8
+
+
+def test_missing_key_has_no_line() -> None:
+    error = parse_error(render({"nsx.tier1": None}))
+    assert error.line is None
+    assert str(error) == "litelb.toml:nsx.tier1: is required"
+
+
+def test_toml_syntax_error_carries_the_line() -> None:
+    error = parse_error('[vip]\naddress = "1.2.3.4"\n[nsx\n')
+    assert (error.key, error.line) == ("", 3)
+    assert str(error).startswith("litelb.toml:3: is not valid TOML: ")
+    assert "column" in error.message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(str(tmp_path / "absent.toml"), environ=ENV)
+    assert str(info.value) == f"{tmp_path / 'absent.toml'}: does not exist"
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(str(tmp_path), environ=ENV)
+    assert info.value.path == str(tmp_path)
+    assert info.value.message.startswith("cannot be read: ")
+
+
+def test_file_that_is_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "litelb.toml"
+    path.write_bytes(b"[vip]\naddress = '\xff'\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        config.load(str(path), environ=ENV)
+
+
+def test_config_error_format_and_pickle() -> None:
+    assert str(ConfigError("f", "vip.address", "bad")) == "f:vip.address: bad"
+    assert str(ConfigError("f", "vip.address", "bad", 7)) == "f:7:vip.address: bad"
+    assert str(ConfigError("f", "", "does not exist")) == "f: does not exist"
+    copy = pickle.loads(pickle.dumps(ConfigError("f", "k", "m", 3)))
+    assert (copy.path, copy.key, copy.message, copy.line) == ("f", "k", "m", 3)
+
+
+# --- the password ----------------------------------------------------------------
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> dict[str, Path]:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    return {
+        "file": tmp_path / "nsx-password",
+        "credentials": credentials,
+        "config": tmp_path / "litelb.toml",
+    }
+
+
+@pytest.mark.parametrize(
+    ("present", "expected"),
+    [
+        ({"inline", "file", "credential", "env"}, "from-inline"),
+        ({"file", "credential", "env"}, "from-file"),
+        ({"credential", "env"}, "from-credential"),
+        ({"env"}, "from-env"),
+    ],
+)
+def test_password_order(sources: dict[str, Path], present: set[str], expected: str) -> None:
+    overrides = {"nsx.password_file": f'"{sources["file"]}"'}
+    if "inline" in present:
+        overrides["nsx.password"] = '"from-inline"'
+    if "file" in present:
+        write(sources["file"], "from-file\n")
+    if "credential" in present:
+        write(sources["credentials"] / "nsx-password", "from-credential\n", 0o400)
+    environ = {"CREDENTIALS_DIRECTORY": str(sources["credentials"])}
+    if "env" in present:
+        environ["LITELB_NSX_PASSWORD"] = "from-env"
+    write(sources["config"], render(overrides))
+    cfg = config.load(str(sources["config"]), environ=environ)
+    assert cfg.nsx.password == Secret(expected)
+
+
+def test_no_password_anywhere(sources: dict[str, Path]) -> None:
+    text = render({"nsx.password_file": f'"{sources["file"]}"'})
+    error = parse_error(text, environ={"CREDENTIALS_DIRECTORY": str(sources["credentials"])})
+    assert error.key == "nsx.password_file"
+    assert error.line == 6
+    assert f"no NSX password: {sources['file']} does not exist" in error.message
+    assert "LITELB_NSX_PASSWORD" in error.message
+
+
+@pytest.mark.parametrize(
+    ("content", "password"), [("pw \n\n", "pw \n"), ("pw\r\n", "pw"), ("p\rw", "p\rw")]
+)
+def test_password_file_loses_one_newline(
+    sources: dict[str, Path], content: str, password: str
+) -> None:
+    sources["file"].write_bytes(content.encode())
+    sources["file"].chmod(0o600)
+    cfg = config.parse(
+        render({"nsx.password_file": f'"{sources["file"]}"'}), "litelb.toml", environ={}
+    )
+    assert cfg.nsx.password == Secret(password)
+
+
+def test_readable_password_file_is_rejected(sources: dict[str, Path]) -> None:
+    write(sources["file"], SECRET, 0o644)
+    error = parse_error(render({"nsx.password_file": f'"{sources["file"]}"'}))
+    assert error.key == "nsx.password_file"
+    assert f"(mode 0644): chmod 600 {sources['file']}" in error.message
+    assert SECRET not in str(error)
+
+
+def test_empty_password_file_is_rejected(sources: dict[str, Path]) -> None:
+    write(sources["file"], "\n")
+    error = parse_error(render({"nsx.password_file": f'"{sources["file"]}"'}))
+    assert (error.key, error.message) == ("nsx.password_file", f"{sources['file']} is empty")
+
+
+@pytest.mark.parametrize("auth", ["basic", "certificate"])
+def test_password_in_a_readable_config_is_rejected(
+    sources: dict[str, Path], tmp_path: Path, auth: str
+) -> None:
+    cert = write(tmp_path / "c.pem", "cert")
+    overrides = {
+        "nsx.password": f'"{SECRET}"',
+        "nsx.auth": f'"{auth}"',
+        "nsx.client_cert": f'"{cert}"',
+        "nsx.client_key": f'"{cert}"',
+    }
+    path = write(sources["config"], render(overrides), 0o640)
+    with pytest.raises(ConfigError) as info:
+        config.load(str(path), environ=ENV)
+    assert info.value.key == "nsx.password"
+    assert info.value.message.endswith(f"(mode 0640): chmod 600 {path}")
+    assert SECRET not in str(info.value) + repr(info.value)
+
+
+def test_readable_client_key_is_rejected(tmp_path: Path) -> None:
+    cert = write(tmp_path / "c.pem", "cert")
+    key = write(tmp_path / "k.pem", "key", 0o644)
+    text = render(
+        {"nsx.auth": '"certificate"', "nsx.client_cert": f'"{cert}"', "nsx.client_key": f'"{key}"'}
+    )
+    error = parse_error(text)
+    assert (error.key, error.message.endswith(f"chmod 600 {key}")) == ("nsx.client_key", True)
+
+
+def test_password_of_the_wrong_type_is_not_shown(sources: dict[str, Path]) -> None:
+    write(sources["config"], render({"nsx.password": "123456789"}))
+    with pytest.raises(ConfigError) as info:
+        config.load(str(sources["config"]), environ={})
+    assert info.value.message == "must be a string, not an integer"
+
+
+def test_secret_never_shown(sources: dict[str, Path]) -> None:
+    write(sources["config"], render({"nsx.password": f'"{SECRET}"'}))
+    cfg = config.load(str(sources["config"]), environ={})
+    assert cfg.nsx.password is not None and cfg.nsx.password.reveal() == SECRET
+    for shown in (repr(cfg), str(cfg), repr(cfg.nsx), str(cfg.nsx.password), f"{cfg}"):
+        assert SECRET not in shown
+
+    leaky = [
+        render({"nsx.managers": f'["https://admin:{SECRET}@nsx.example.com"]'}),
+        render({"nsx.password": f'"{SECRET}"', "vip.address": '"bad"'}),
+        render({"nsx.password": f'"{SECRET}"', "nsx.pasword": '"x"'}),
+        render({"nsx.password": f'"{SECRET}"'}) + f'password = "{SECRET}"\n',
+    ]
+    for text in leaky:
+        error = parse_error(text)
+        shown = (
+            str(error)
+            + repr(error)
+            + "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        )
+        assert SECRET not in shown, text
+
+
+def test_config_is_frozen() -> None:
+    cfg = config.parse(render({}), "litelb.toml", environ=ENV)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.vip = VipConfig(address="10.0.0.1")  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.nsx.tier1 = "other"  # type: ignore[misc]
+    assert isinstance(cfg.nsx.managers, tuple)
+    assert isinstance(cfg.kubernetes.api_servers, tuple)

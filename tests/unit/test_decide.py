@@ -1,0 +1,251 @@
+"""The leader rule and fail-static, as tables of situations (SPEC §4.5, §4.7, §4.8)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Optional
+
+import pytest
+
+from litelb.config import CoordinationConfig
+from litelb.core.decide import (
+    Clocks,
+    Decision,
+    View,
+    decide,
+    own_identity,
+    track_dead,
+    track_held,
+    track_stale,
+)
+from litelb.core.route import desired_route, same_route
+from litelb.model import Action, Reason, Route, Tag
+
+VIP = "192.168.160.249"
+NAME = "litelb-192-168-160-249"
+A, B, C = "10.20.4.2", "10.20.4.3", "10.20.4.10"
+COORD = CoordinationConfig(takeover_after=1.0, stale_after=10.0, hold_down=30.0)
+
+
+def route(hops: tuple[str, ...], leader: Optional[str], **kw: object) -> Route:
+    r = desired_route(vip=VIP, display_name=NAME, next_hops=hops, leader=leader or "")
+    if leader is None:
+        r = replace(r, tags=tuple(t for t in r.tags if t.scope != "litelb/leader"))
+    return replace(r, **{"revision": 7, **kw})
+
+
+def run(view: View, actual: Optional[Route], clocks: Optional[Clocks] = None) -> Decision:
+    return decide(view, actual, clocks or Clocks(now=100.0), COORD, vip=VIP, display_name=NAME)
+
+
+ALL = (A, B, C)
+
+
+@pytest.mark.parametrize(
+    ("view", "actual", "clocks", "action", "reason"),
+    [
+        # nothing happens before the first EndpointSlice list
+        (View(A, ALL, ALL, synced=False), None, None, Action.NOOP, Reason.NOT_SYNCED),
+        # a route at our id without our tag is never touched
+        (
+            View(A, ALL, ALL),
+            replace(route(ALL, A), tags=()),
+            None,
+            Action.NOOP,
+            Reason.FOREIGN_ROUTE,
+        ),
+        # missing route: any listed node creates it
+        (View(A, ALL, ALL), None, None, Action.WRITE, Reason.CREATE),
+        # a node not in the EndpointSlices never leads
+        (View("10.9.9.9", ALL, ALL), None, None, Action.NOOP, Reason.NOT_LISTED),
+        (View(None, ALL, ALL), None, None, Action.NOOP, Reason.NOT_LISTED),
+        # managed route without a leader: take it over
+        (View(A, ALL, ALL), route(ALL, None), None, Action.WRITE, Reason.TAKEOVER),
+        # the leader with the route as it wants it: nothing to do
+        (View(A, ALL, ALL), route(ALL, A), None, Action.NOOP, Reason.IN_SYNC),
+        # the leader withdraws an unhealthy hop
+        (View(A, ALL, (A, B)), route(ALL, A), None, Action.WRITE, Reason.DRIFT),
+        # fail-static: nothing healthy, nothing written
+        (View(A, ALL, ()), route(ALL, A), None, Action.NOOP, Reason.NO_HEALTHY_ENDPOINTS),
+        # an admin distance changed in the UI is drift
+        (View(A, ALL, ALL), route(ALL, A, plain_hops=False), None, Action.WRITE, Reason.DRIFT),
+        # a follower with a live leader follows
+        (View(B, ALL, ALL), route(ALL, A), None, Action.NOOP, Reason.NOT_LEADER),
+        # leader dead for takeover_after: take over
+        (
+            View(B, ALL, (B, C)),
+            route(ALL, A),
+            Clocks(100.0, {A: 99.0}),
+            Action.WRITE,
+            Reason.TAKEOVER,
+        ),
+        # ... but not before
+        (
+            View(B, ALL, (B, C)),
+            route(ALL, A),
+            Clocks(100.0, {A: 99.5}),
+            Action.NOOP,
+            Reason.NOT_LEADER,
+        ),
+        # a stale hop for stale_after: take over (the leader's daemon is gone)
+        (
+            View(B, (A, B), (A, B)),
+            route(ALL, A),
+            Clocks(100.0, stale_since=90.0),
+            Action.WRITE,
+            Reason.TAKEOVER,
+        ),
+        (
+            View(B, (A, B), (A, B)),
+            route(ALL, A),
+            Clocks(100.0, stale_since=95.0),
+            Action.NOOP,
+            Reason.NOT_LEADER,
+        ),
+        # hold-down after this node's own takeover
+        (
+            View(B, ALL, (B, C)),
+            route(ALL, A),
+            Clocks(100.0, {A: 90.0}, held_since=80.0),
+            Action.NOOP,
+            Reason.HOLD_DOWN,
+        ),
+        (
+            View(B, ALL, (B, C)),
+            route(ALL, A),
+            Clocks(100.0, {A: 90.0}, held_since=70.0),
+            Action.WRITE,
+            Reason.TAKEOVER,
+        ),
+        # hold-down never keeps a missing route missing
+        (View(B, ALL, ALL), None, Clocks(100.0, held_since=99.0), Action.WRITE, Reason.CREATE),
+        # a takeover with nothing healthy would write an empty list: no
+        (
+            View(B, ALL, ()),
+            route(ALL, A),
+            Clocks(100.0, {A: 50.0}),
+            Action.NOOP,
+            Reason.NO_HEALTHY_ENDPOINTS,
+        ),
+        # a stopping follower does nothing
+        (View(B, ALL, ALL, stopping=True), None, None, Action.NOOP, Reason.NOT_LEADER),
+        # a stopping leader hands over to the next healthy node
+        (View(A, ALL, ALL, stopping=True), route(ALL, A), None, Action.WRITE, Reason.HANDOVER),
+        # ... unless it is alone
+        (View(A, (A,), (A,), stopping=True), route((A,), A), None, Action.NOOP, Reason.IN_SYNC),
+    ],
+)
+def test_decision_table(
+    view: View,
+    actual: Optional[Route],
+    clocks: Optional[Clocks],
+    action: Action,
+    reason: Reason,
+) -> None:
+    d = run(view, actual, clocks)
+    assert (d.action, d.reason) == (action, reason)
+    if d.action is Action.WRITE:
+        assert d.route is not None and d.route.next_hops, "never an empty next-hop list"
+
+
+def test_written_route_is_sorted_tagged_and_keeps_foreign_tags() -> None:
+    actual = replace(route(ALL, A), tags=(*route(ALL, A).tags, Tag("owner", "netops")))
+    d = run(View(A, ALL, (C, B, A)), replace(actual, next_hops=(A,)))
+    assert d.route is not None
+    assert d.route.network == VIP + "/32"
+    assert d.route.next_hops == (A, B, C)  # numeric order: .10 after .3
+    assert d.route.tag_value("litelb/managed-by") == "litelb"
+    assert d.route.tag_value("litelb/vip") == VIP
+    assert d.route.leader == A
+    assert Tag("owner", "netops") in d.route.tags
+    assert d.route.revision is None
+
+
+def test_handover_names_successor_and_keeps_hops() -> None:
+    d = run(View(A, ALL, ALL, stopping=True), route(ALL, A))
+    assert d.route is not None and d.route.leader == B and d.route.next_hops == ALL
+
+
+def test_recheck_at_says_when_takeover_becomes_due() -> None:
+    d = run(View(B, ALL, (B, C)), route(ALL, A), Clocks(100.0, {A: 99.5}, stale_since=95.0))
+    assert d.recheck_at == pytest.approx(100.5)
+    d = run(View(B, ALL, (B, C)), route(ALL, A), Clocks(100.0, {A: 90.0}, held_since=80.0))
+    assert d.recheck_at == pytest.approx(110.0)
+
+
+def test_same_route_ignores_order_and_foreign_tags() -> None:
+    want = route((A, B), A, revision=None)
+    got = replace(want, next_hops=(B, A), tags=(*want.tags, Tag("x", "y")), revision=3)
+    assert same_route(want, got)
+    assert not same_route(want, replace(got, display_name="renamed"))
+    assert not same_route(want, None)
+
+
+def test_ipv6_vip_is_a_host_route() -> None:
+    r = desired_route(vip="2001:db8::10", display_name="x", next_hops=("2001:db8::2",), leader="a")
+    assert r.network == "2001:db8::10/128"
+
+
+def test_track_dead_remembers_first_moment_and_forgets_alive() -> None:
+    d = track_dead({}, alive={A}, watched={A, B}, now=5.0)
+    assert d == {B: 5.0}
+    d = track_dead(d, alive={A}, watched={A, B, C}, now=6.0)
+    assert d == {B: 5.0, C: 6.0}
+    assert track_dead(d, alive={A, B, C}, watched={A, B, C}, now=7.0) == {}
+
+
+def test_track_stale_only_counts_the_endpointslice() -> None:
+    r = route(ALL, A)
+    assert track_stale(None, r, ready=ALL, now=1.0) is None
+    assert track_stale(None, r, ready=(A, B), now=1.0) == 1.0
+    assert track_stale(1.0, r, ready=(A, B), now=4.0) == 1.0
+    assert track_stale(1.0, None, ready=(A, B), now=4.0) is None
+
+
+def test_track_held_starts_on_displacement_only() -> None:
+    kw = {"node": A, "now": 9.0}
+    assert track_held(None, was_leader=True, actual=route(ALL, B), **kw) == 9.0
+    assert track_held(None, was_leader=True, actual=route(ALL, A), **kw) is None
+    assert track_held(3.0, was_leader=False, actual=route(ALL, B), **kw) == 3.0
+
+
+def test_own_identity() -> None:
+    assert own_identity("10.0.0.1", {"10.0.0.9"}, [B]) == "10.0.0.1"
+    assert own_identity("", {"127.0.0.1", B}, [A, B]) == B
+    assert own_identity("", {"127.0.0.1"}, [A, B]) is None
+
+
+def test_two_nodes_that_cannot_see_each_other_change_leader_at_most_once_per_hold_down() -> None:
+    """A and B each think the other's API server is dead; the route must not flap."""
+    store: dict[str, Optional[Route]] = {"route": route((A, B), A)}
+    state = {n: {"dead": {}, "held": None, "was_leader": n == A} for n in (A, B)}
+    changes: list[tuple[float, str]] = []
+    t = 0.0
+    while t < 185.0:
+        for node in (A, B):
+            s = state[node]
+            actual = store["route"]
+            s["held"] = track_held(
+                s["held"], was_leader=s["was_leader"], actual=actual, node=node, now=t
+            )
+            s["dead"] = track_dead(s["dead"], alive={node}, watched={A, B}, now=t)
+            d = decide(
+                View(node, (A, B), (node,)),
+                actual,
+                Clocks(t, s["dead"], held_since=s["held"]),
+                COORD,
+                vip=VIP,
+                display_name=NAME,
+            )
+            if d.action is Action.WRITE:
+                assert d.route is not None
+                if actual is None or d.route.leader != actual.leader:
+                    changes.append((t, d.route.leader or ""))
+                store["route"] = d.route
+                if d.takeover:
+                    s["held"] = t
+            s["was_leader"] = store["route"] is not None and store["route"].leader == node
+        t += 0.5
+    gaps = [b[0] - a[0] for a, b in zip(changes, changes[1:])]
+    assert changes, "the nodes do fight, but slowly"
+    assert all(g >= COORD.hold_down for g in gaps), changes

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+import litelb.core.health
+from litelb.core.health import Health, healthy_addresses, step, step_all
+
+OK, FAIL = True, False
+
+
+def run(results: Sequence[bool], *, rise: int = 2, fall: int = 2) -> list[bool]:
+    """The verdict after each result, starting from a new (healthy) endpoint."""
+    verdicts = []
+    state = Health()
+    for ok in results:
+        state = step(state, ok, rise=rise, fall=fall)
+        verdicts.append(state.healthy)
+    return verdicts
+
+
+@pytest.mark.parametrize(
+    ("results", "verdicts"),
+    [
+        ([OK, FAIL], [True, True]),
+        ([FAIL, FAIL], [True, False]),
+        ([FAIL, OK, FAIL, OK, FAIL, OK, FAIL], [True] * 7),
+        ([FAIL, FAIL, OK], [True, False, False]),
+        ([FAIL, FAIL, OK, OK], [True, False, False, True]),
+        ([FAIL, FAIL, OK, FAIL, OK, FAIL, OK], [True, False, False, False, False, False, False]),
+        ([FAIL, FAIL, OK, OK, FAIL, FAIL], [True, False, False, True, True, False]),
+        ([FAIL, FAIL, FAIL, FAIL, OK, OK], [True, False, False, False, False, True]),
+    ],
+)
+def test_rise_2_fall_2(results, verdicts):
+    assert run(results) == verdicts
+
+
+@pytest.mark.parametrize(
+    ("rise", "fall", "results", "verdicts"),
+    [
+        (1, 1, [FAIL, OK, FAIL], [False, True, False]),
+        (1, 3, [FAIL, FAIL, FAIL, OK], [True, True, False, True]),
+        (3, 1, [FAIL, OK, OK, OK], [False, False, False, True]),
+        (3, 1, [FAIL, OK, OK, FAIL, OK, OK, OK], [False] * 6 + [True]),
+    ],
+)
+def test_other_thresholds(rise, fall, results, verdicts):
+    assert run(results, rise=rise, fall=fall) == verdicts
+
+
+def test_streak_counts_contrary_results_and_resets():
+    assert step(Health(), FAIL, rise=2, fall=3) == Health(healthy=True, streak=1)
+    assert step(Health(True, 1), FAIL, rise=2, fall=3) == Health(healthy=True, streak=2)
+    assert step(Health(True, 2), OK, rise=2, fall=3) == Health(healthy=True, streak=0)
+    assert step(Health(True, 2), FAIL, rise=2, fall=3) == Health(healthy=False, streak=0)
+    assert step(Health(False, 1), OK, rise=2, fall=3) == Health(healthy=True, streak=0)
+
+
+def test_step_does_not_mutate():
+    before = Health(True, 1)
+    step(before, FAIL, rise=2, fall=2)
+    assert before == Health(True, 1)
+
+
+@pytest.mark.parametrize(("rise", "fall"), [(0, 2), (2, 0), (-1, 1)])
+def test_thresholds_below_one_are_rejected(rise, fall):
+    with pytest.raises(ValueError, match="at least 1"):
+        step(Health(), OK, rise=rise, fall=fall)
+
+
+def test_step_all_new_addresses_start_healthy_then_step():
+    states = step_all({}, {"10.0.0.1": OK, "10.0.0.2": FAIL}, rise=2, fall=2)
+    assert states == {"10.0.0.1": Health(True, 0), "10.0.0.2": Health(True, 1)}
+
+    states = step_all({}, {"10.0.0.2": FAIL}, rise=2, fall=1)
+    assert states == {"10.0.0.2": Health(False, 0)}
+
+
+def test_step_all_drops_absent_addresses_and_steps_known_ones():
+    current = {"10.0.0.1": Health(True, 1), "10.0.0.2": Health(False, 0)}
+    states = step_all(current, {"10.0.0.1": FAIL, "10.0.0.3": OK}, rise=2, fall=2)
+    assert states == {"10.0.0.1": Health(False, 0), "10.0.0.3": Health(True, 0)}
+    assert current == {"10.0.0.1": Health(True, 1), "10.0.0.2": Health(False, 0)}
+
+
+def test_step_all_forgets_history_of_an_address_that_left():
+    states = step_all({"10.0.0.1": Health(False, 1)}, {}, rise=2, fall=2)
+    assert states == {}
+    assert step_all(states, {"10.0.0.1": OK}, rise=2, fall=2) == {"10.0.0.1": Health(True, 0)}
+
+
+DOWN = Health(healthy=False)
+UP = Health()
+
+
+@pytest.mark.parametrize(
+    ("states", "ready", "expected"),
+    [
+        ({"a": UP, "b": DOWN, "c": UP}, ["a", "b", "c"], ("a", "c")),
+        ({"a": UP, "b": DOWN}, ["b", "a"], ("a",)),
+        # not probed yet: healthy
+        ({"a": DOWN}, ["a", "b"], ("b",)),
+        # healthy but not ready: not a next hop
+        ({"a": UP, "b": DOWN}, ["b"], ("b",)),
+        # fail-static: nothing ready is healthy, keep every ready address
+        ({"a": DOWN, "b": DOWN}, ["a", "b"], ("a", "b")),
+        ({"a": DOWN, "b": DOWN, "c": UP}, ["a", "b"], ("a", "b")),
+        ({"a": DOWN}, [], ()),
+        ({}, ["a", "a", "b"], ("a", "b")),
+    ],
+)
+def test_healthy_addresses(states, ready, expected):
+    assert healthy_addresses(states, ready) == expected
+
+
+def test_healthy_addresses_accepts_a_generator():
+    assert healthy_addresses({"a": DOWN}, (x for x in ["a", "b"])) == ("b",)
+
+
+def test_module_is_pure():
+    tree = ast.parse(Path(litelb.core.health.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported <= {"__future__", "collections", "dataclasses", "typing"}

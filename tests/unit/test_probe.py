@@ -1,0 +1,274 @@
+from __future__ import annotations
+
+import http.server
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+from litelb.adapters.probe import Prober, tls_context
+from litelb.model import Endpoint
+from tests.pki import Pki
+
+TIMEOUT = 0.5
+SLACK = 0.5  # what a loaded 2-core box may add on top of TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"), server_ips=("127.0.0.1", "127.0.0.2", "::1"))
+
+
+@pytest.fixture(scope="module")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("other-pki"))
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _TlsServer
+
+    def do_GET(self) -> None:
+        peer = self.connection.getpeercert()
+        self.server.seen.append((self.path, self.headers.get("Host"), peer))
+        body = b"ok" if self.server.status < 300 else b"not ready"
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _TlsServer(http.server.ThreadingHTTPServer):
+    """An HTTPS server whose handshake runs in the request thread, so a client that
+    stalls or fails it does not block other clients."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, context: ssl.SSLContext, status: int) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, 0), _Handler)
+        self.context = context
+        self.status = status
+        self.seen: list[tuple[str, str, object]] = []
+
+    def finish_request(self, request, client_address) -> None:
+        request.settimeout(5)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except OSError:
+            return
+        with tls:
+            self.RequestHandlerClass(tls, client_address, self)
+
+
+@contextmanager
+def https_server(
+    pki: Pki, *, status: int = 200, host: str = "127.0.0.1", client_ca: Path | None = None
+) -> Iterator[_TlsServer]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(client_ca)
+    server = _TlsServer(host, context, status)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextmanager
+def silent_listener(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port whose kernel completes the TCP handshake but nobody ever answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        s.listen(8)
+        yield s.getsockname()[1]
+
+
+def closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    """Servers and probers a test opens, closed when it ends, pass or fail."""
+    with ExitStack() as s:
+        yield s
+
+
+@pytest.fixture
+def prober(pki: Pki) -> Iterator[Prober]:
+    with Prober(path="/readyz", timeout=TIMEOUT, context=tls_context(str(pki.ca_cert))) as p:
+        yield p
+
+
+def test_200_is_ok(pki, prober):
+    with https_server(pki) as server:
+        port = server.server_address[1]
+        result = prober.probe("127.0.0.1", port)
+    assert result.ok
+    assert result.detail == "200"
+    assert 0 <= result.seconds < TIMEOUT
+    assert server.seen == [("/readyz", f"127.0.0.1:{port}", None)]
+
+
+def test_500_is_not_ok(pki, prober):
+    with https_server(pki, status=500) as server:
+        result = prober.probe("127.0.0.1", server.server_address[1])
+    assert not result.ok
+    assert result.detail == "500"
+
+
+def test_silent_server_fails_within_timeout(prober):
+    with silent_listener() as port:
+        started = time.monotonic()
+        result = prober.probe("127.0.0.1", port)
+        elapsed = time.monotonic() - started
+    assert not result.ok
+    assert result.detail == f"timeout after {TIMEOUT}s"
+    assert TIMEOUT * 0.9 <= elapsed < TIMEOUT + SLACK
+
+
+def test_closed_port_is_refused(prober):
+    result = prober.probe("127.0.0.1", closed_port())
+    assert not result.ok
+    assert result.detail == "connection refused"
+
+
+def test_wrong_ca_is_a_tls_failure(pki, other_pki, stack):
+    context = tls_context(str(other_pki.ca_cert))
+    server = stack.enter_context(https_server(pki))
+    prober = stack.enter_context(Prober(path="/readyz", timeout=TIMEOUT, context=context))
+    result = prober.probe("127.0.0.1", server.server_address[1])
+    assert not result.ok
+    assert result.detail.startswith("TLS: certificate verify failed")
+    assert server.seen == []
+
+
+def test_address_missing_from_the_certificate_is_a_tls_failure(pki, prober):
+    # The certificate names 127.0.0.1 and 127.0.0.2 only.
+    with https_server(pki, host="127.0.0.3") as server:
+        result = prober.probe("127.0.0.3", server.server_address[1])
+    assert not result.ok
+    assert result.detail.startswith("TLS: certificate verify failed")
+    assert "127.0.0.3" in result.detail
+
+
+def test_client_certificate_is_presented(pki):
+    cert, key = pki.client_cert("system:node:node-1", ["system:nodes"])
+    with https_server(pki, client_ca=pki.ca_cert) as server:
+        port = server.server_address[1]
+        anonymous = tls_context(str(pki.ca_cert))
+        with Prober(path="/readyz", timeout=TIMEOUT, context=anonymous) as prober:
+            assert not prober.probe("127.0.0.1", port).ok
+        context = tls_context(str(pki.ca_cert), str(cert), str(key))
+        with Prober(path="/readyz", timeout=TIMEOUT, context=context) as prober:
+            result = prober.probe("127.0.0.1", port)
+    assert result.ok, result.detail
+    ((_, _, peer),) = server.seen
+    assert (("commonName", "system:node:node-1"),) in peer["subject"]
+
+
+def test_combined_client_pem(pki, tmp_path):
+    cert, key = pki.client_cert("system:node:node-2")
+    combined = tmp_path / "kubelet-client-current.pem"
+    combined.write_bytes(cert.read_bytes() + key.read_bytes())
+    with https_server(pki, client_ca=pki.ca_cert) as server:
+        context = tls_context(str(pki.ca_cert), str(combined))
+        with Prober(path="/readyz", timeout=TIMEOUT, context=context) as prober:
+            assert prober.probe("127.0.0.1", server.server_address[1]).ok
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6(pki, prober):
+    with https_server(pki, host="::1") as server:
+        port = server.server_address[1]
+        result = prober.probe("::1", port)
+    assert result.ok, result.detail
+    assert server.seen[0][1] == f"[::1]:{port}"
+
+
+def test_host_name_is_refused_without_a_lookup(prober):
+    result = prober.probe("localhost", 1)
+    assert not result.ok
+    assert result.detail == "not an IP address: 'localhost'"
+
+
+def test_probe_all_runs_concurrently(pki, prober, stack):
+    up = stack.enter_context(https_server(pki))
+    down = stack.enter_context(https_server(pki, host="127.0.0.2", status=503))
+    silent = stack.enter_context(silent_listener("127.0.0.3"))
+    endpoints = [
+        Endpoint("127.0.0.1", up.server_address[1]),
+        Endpoint("127.0.0.2", down.server_address[1]),
+        Endpoint("127.0.0.3", silent),
+        Endpoint("127.0.0.4", closed_port()),
+    ]
+    started = time.monotonic()
+    results = prober.probe_all(endpoints)
+    elapsed = time.monotonic() - started
+    assert elapsed < TIMEOUT + SLACK
+    assert {a: (r.ok, r.detail) for a, r in results.items()} == {
+        "127.0.0.1": (True, "200"),
+        "127.0.0.2": (False, "503"),
+        "127.0.0.3": (False, f"timeout after {TIMEOUT}s"),
+        "127.0.0.4": (False, "connection refused"),
+    }
+
+
+def test_probe_all_with_several_hanging_takes_one_timeout(prober, stack):
+    hosts = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+    endpoints = [Endpoint(h, stack.enter_context(silent_listener(h))) for h in hosts]
+    started = time.monotonic()
+    results = prober.probe_all(endpoints)
+    elapsed = time.monotonic() - started
+    assert elapsed < TIMEOUT + SLACK  # serially it would be 3 * TIMEOUT
+    assert [r.ok for r in results.values()] == [False, False, False]
+
+
+def test_probe_all_bounded_when_workers_are_busy(pki, stack):
+    context = tls_context(str(pki.ca_cert))
+    prober = stack.enter_context(
+        Prober(path="/readyz", timeout=TIMEOUT, context=context, max_workers=1)
+    )
+    hosts = ("127.0.0.1", "127.0.0.2")
+    endpoints = [Endpoint(h, stack.enter_context(silent_listener(h))) for h in hosts]
+    started = time.monotonic()
+    results = prober.probe_all(endpoints)
+    elapsed = time.monotonic() - started
+    assert elapsed < TIMEOUT + SLACK
+    assert not results["127.0.0.2"].ok
+    assert results["127.0.0.2"].detail == f"timeout after {TIMEOUT}s"
+
+
+def test_probe_all_empty(prober):
+    assert prober.probe_all([]) == {}
+
+
+@pytest.mark.parametrize("path", ["readyz", "/ready z", "/readyz\r\nX: y"])
+def test_bad_path_is_rejected(pki, path):
+    with pytest.raises(ValueError, match="probe path"):
+        Prober(path=path, timeout=1, context=tls_context(str(pki.ca_cert)))
