@@ -35,6 +35,7 @@ log = logging.getLogger("litelb")
 STOP_BUDGET = 4.0
 # How often the main thread looks after the VIP at most; it also does so every resync.
 VIP_CHECK_INTERVAL = 10.0
+TICK = 1.0
 
 
 class Fatal(Exception):
@@ -230,7 +231,7 @@ class Daemon:
             "nsx": {"manager": self.nsx.manager, "reachable": self.nsx.reachable},
             "kubernetes": {
                 "server": self.kube.server if self.kube else None,
-                "synced": s.synced,
+                "synced": bool(self.watcher and self.watcher.synced.is_set()),
                 "last_error": self.watcher.last_error if self.watcher else None,
             },
         }
@@ -238,16 +239,17 @@ class Daemon:
     # -- the main loop -------------------------------------------------------------
 
     def serve(self) -> None:
-        ready = False
-        status_line = ""
-        next_vip = time.monotonic() + min(VIP_CHECK_INTERVAL, self.cfg.nsx.resync_interval)
-        tick = min(self.notifier.watchdog_interval or 1.0, 1.0)
-        while not self.stop_event.wait(tick):
-            assert self.watcher is not None
-            if not ready and self.watcher.synced.is_set():
-                ready = True
+        assert self.watcher is not None
+        # READY=1 the moment the first list is in (SPEC §5), not at the next tick.
+        while not self.stop_event.is_set():
+            if self.watcher.synced.wait(0.05):
                 self.notifier.ready()
                 log.info("ready: first EndpointSlice list done")
+                break
+            self._tick()
+        status_line = ""
+        next_vip = time.monotonic() + min(VIP_CHECK_INTERVAL, self.cfg.nsx.resync_interval)
+        while not self.stop_event.wait(self._tick_interval()):
             if time.monotonic() >= next_vip:
                 next_vip = time.monotonic() + min(VIP_CHECK_INTERVAL, self.cfg.nsx.resync_interval)
                 self._recheck_vip()
@@ -255,11 +257,23 @@ class Daemon:
             if line != status_line:
                 status_line = line
                 self.notifier.status(line)
-            if self.healthy():
-                self.notifier.watchdog()
-            else:
-                stuck = [w.name for w in self.workers if not w.thread.is_alive()]
-                log.error("worker(s) not making progress: %s", ", ".join(stuck) or "stalled")
+            self._tick()
+
+    def _tick_interval(self) -> float:
+        # Often enough for the watchdog and a prompt STATUS=, rarely enough to cost
+        # nothing when idle.
+        return min(self.notifier.watchdog_interval or TICK, TICK)
+
+    def _tick(self) -> None:
+        if self.healthy():
+            self.notifier.watchdog()
+        else:
+            stuck = [
+                w.name
+                for w in self.workers
+                if not w.thread.is_alive() or time.monotonic() - w.progress() >= w.stall_after
+            ]
+            log.error("worker(s) not making progress: %s; withholding WATCHDOG=1", ", ".join(stuck))
 
     def _recheck_vip(self) -> None:
         try:

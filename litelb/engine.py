@@ -46,6 +46,8 @@ WRITE_SPACING = 0.6
 RETRY_MAX = 10.0
 # ... except authentication failures: repeated bad logins lock the NSX account.
 AUTH_RETRY = 60.0
+# The worker shows it is alive at least this often, even with nothing to do.
+HEARTBEAT = 5.0
 # A race lost at NSX (412) is re-read and re-decided at once, a few times.
 CONFLICT_ROUNDS = 3
 
@@ -192,7 +194,7 @@ class Engine:
     def run(self) -> None:
         while not self._stop.is_set():
             self._progress = self._clock()
-            timeout = min(max(self._next_deadline() - self._clock(), 0.0), 1.0)
+            timeout = min(max(self._next_deadline() - self._clock(), 0.0), HEARTBEAT)
             if self._wake.wait(timeout):
                 # Let the rest of a burst arrive, then take it all in one pass.
                 self._stop.wait(self._coalesce)

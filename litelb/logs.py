@@ -42,7 +42,7 @@ def setup(level: str, environ: Mapping[str, str] = os.environ) -> None:
     root.addHandler(handler)
     set_level(level)
     # The kubernetes client and urllib3 are chatty at info; litelb reports what matters.
-    for noisy in ("urllib3", "kubernetes"):
+    for noisy in ("urllib3", "kubernetes", "pyroute2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -67,7 +67,7 @@ KEEPALIVE_INTERVAL = 2
 KEEPALIVE_COUNT = 3
 
 # The API server ends a watch exactly at timeoutSeconds; this covers scheduling and
-# network delay, so a quiet but healthy watch never trips the read timeout.
+# network delay, so a quiet but healthy watch never trips its read timeout.
 WATCH_CLOSE_SLACK = 3.0
 # After a server failed, others are preferred for this long.
 FAILED_SERVER_PENALTY = 30.0
@@ -77,6 +77,8 @@ FALLBACK_POLL_INTERVAL = 2.0
 SHORT_WATCH = 1.0
 STOP_INTERRUPT_INTERVAL = 0.2
 
+# How urllib3 1.26 and 2.x word a certificate that does not name the address dialled.
+_NAME_MISMATCH = re.compile(r"mismatch|doesn't match")
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException)
 _T = TypeVar("_T")
 
@@ -182,9 +184,12 @@ def endpoints_to_snapshot(endpoints: Any, family: int, resource_version: str) ->
     return _merged(found, resource_version)
 
 
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
 def _url(address: str, port: int) -> str:
-    host = f"[{address}]" if ":" in address else address
-    return f"https://{host}:{port}"
+    return f"https://{_host(address)}:{port}"
 
 
 def _keepalive_socket_options() -> list[tuple[int, int, int]]:
@@ -246,15 +251,19 @@ class KubeClient:
         self._connect_timeout = connect_timeout
         base = load_configuration(kubeconfig_path)
         self._kubeconfig_server = base.host.rstrip("/")
+        self._kubeconfig_host = urllib.parse.urlsplit(self._kubeconfig_server).hostname or ""
         self._ca_file: Optional[str] = base.ssl_ca_cert
         self._lock = threading.Lock()
-        self._clients: dict[str, k8s_client.ApiClient] = {}
+        self._clients: dict[tuple[str, Optional[str]], k8s_client.ApiClient] = {}
+        # Servers whose certificate is verified for the kubeconfig's host name.
+        self._aliases: dict[str, str] = {}
         self._current = self._kubeconfig_server
         self._failed_at: dict[str, float] = {}
         self._endpoint_servers: tuple[str, ...] = ()
         self._streams: set[Any] = set()
+        self._announced = False
         self._closed = False
-        self._clients[self._current] = self._new_api_client(base)
+        self._clients[(self._current, None)] = self._new_api_client(base)
 
     # -- servers and failover -------------------------------------------------------
 
@@ -300,23 +309,51 @@ class KubeClient:
         )
         return api
 
-    def _api(self, server: str) -> k8s_client.ApiClient:
+    def _api(self, server: str, alias: Optional[str]) -> k8s_client.ApiClient:
+        key = (server, alias)
         with self._lock:
             if self._closed:
                 raise KubeError("the Kubernetes client was closed")
-            api = self._clients.get(server)
+            api = self._clients.get(key)
         if api is None:
-            api = self._new_api_client(load_configuration(self._path, server))
+            configuration = load_configuration(self._path, server)
+            if alias is not None:
+                configuration.assert_hostname = alias
+            api = self._new_api_client(configuration)
             with self._lock:
-                api = self._clients.setdefault(server, api)
+                api = self._clients.setdefault(key, api)
         return api
+
+    def _attempt(self, server: str, request: Callable[[k8s_client.ApiClient], _T]) -> _T:
+        with self._lock:
+            alias = self._aliases.get(server)
+        try:
+            return request(self._api(server, alias))
+        except ApiException as e:
+            mismatch = e.status == 0 and _NAME_MISMATCH.search(str(e.reason))
+            if not mismatch or alias is not None or server == self._kubeconfig_server:
+                raise
+        # Clients reach any API server through the kubeconfig's server name, so every
+        # API server's certificate names it: verify this one as that, never less.
+        result = request(self._api(server, self._kubeconfig_host))
+        with self._lock:
+            self._aliases[server] = self._kubeconfig_host
+        log.info(
+            "%s: its certificate does not name that address; verifying it as %s",
+            server,
+            self._kubeconfig_host,
+        )
+        return result
 
     def _use(self, server: str) -> None:
         with self._lock:
             self._failed_at.pop(server, None)
             previous, self._current = self._current, server
+            first, self._announced = not self._announced, True
         if previous != server:
             log.info("kubernetes API server in use: %s (was %s)", server, previous)
+        elif first:
+            log.info("kubernetes API server in use: %s", server)
 
     def _mark_failed(self, server: str) -> None:
         with self._lock:
@@ -327,7 +364,7 @@ class KubeClient:
         failures = []
         for server in self._candidates():
             try:
-                result = request(self._api(server))
+                result = self._attempt(server, request)
             except ApiException as e:
                 # Status 0 is a TLS failure; 5xx and 429 say this server cannot serve now.
                 if e.status == 0 or e.status == 429 or e.status >= 500:
@@ -434,11 +471,13 @@ class KubeClient:
         ERROR events are passed on (a 410 arrives as one); a 410 or 403 on the
         request itself raises KubeGoneError or KubeForbiddenError. The stream ends
         cleanly after `timeout_seconds`; a silent or broken one raises
-        KubeUnavailableError within the read timeout.
+        KubeUnavailableError, at the latest WATCH_CLOSE_SLACK seconds after that.
         """
         ns, name = self._cfg.namespace, self._cfg.service_name
         what = f"watch EndpointSlices of {self._cfg.service}"
-        read_timeout = max(self._read_timeout, timeout_seconds + WATCH_CLOSE_SLACK)
+        # A healthy server is never silent for longer (it ends the stream at
+        # timeout_seconds), so this is also how soon a hung one is noticed.
+        read_timeout = timeout_seconds + WATCH_CLOSE_SLACK
         try:
             server, response = self._call(
                 what,
@@ -515,6 +554,10 @@ class KubeClient:
         parts = urllib.parse.urlsplit(server)
         host, port = parts.hostname or "", parts.port or 443
         context = ssl.create_default_context(cafile=self._ca_file)
+        with self._lock:
+            # Only read for display, and the chain is still verified; requests to this
+            # server check the name it is known by (see _attempt).
+            context.check_hostname = server not in self._aliases
         try:
             with socket.create_connection((host, port), timeout=self._connect_timeout) as raw:
                 raw.settimeout(self._read_timeout)
@@ -552,6 +595,11 @@ class EndpointWatcher:
 
     `run` blocks until `stop` is set and never raises. Every snapshot is the whole
     merged state, never a delta, so the receiver only has to act on the latest.
+
+    Each watch asks the server to end it after `watch_timeout` seconds and is then
+    resumed from the last resourceVersion; a server that stops talking is noticed
+    WATCH_CLOSE_SLACK seconds later. The default 6 keeps that under 10 s and
+    `last_progress` fresh at least every 6 s, for one cheap request per 6 s.
     """
 
     def __init__(
@@ -577,6 +625,9 @@ class EndpointWatcher:
         self._fallback_active = False
         self.synced = threading.Event()
         self.last_progress = time.monotonic()
+        # When the watcher last started a list, watch or poll: it is alive even while
+        # Kubernetes is not, which last_progress cannot tell.
+        self.last_attempt = time.monotonic()
         self.last_error: Optional[str] = None
 
     def run(self) -> None:
@@ -592,6 +643,7 @@ class EndpointWatcher:
     def _loop(self) -> None:
         resource_version: Optional[str] = None
         while not self._stop.is_set():
+            self.last_attempt = time.monotonic()
             try:
                 if resource_version is None:
                     resource_version = self._list()
@@ -740,8 +792,10 @@ class EndpointWatcher:
         self._stop.wait(seconds)
 
 
-def kube_checks(cfg: KubernetesConfig, *, family: int) -> list[CheckResult]:
-    """The Kubernetes lines of `litelb check`."""
+def kube_checks(
+    cfg: KubernetesConfig, *, family: int, vip: Optional[str] = None
+) -> list[CheckResult]:
+    """The Kubernetes lines of `litelb check`; with `vip`, also whether certificates name it."""
     results: list[CheckResult] = []
     try:
         path, why = find_kubeconfig(cfg.kubeconfig)
@@ -754,13 +808,15 @@ def kube_checks(cfg: KubernetesConfig, *, family: int) -> list[CheckResult]:
         results.append(CheckResult("FAIL", f"kubeconfig: {e}"))
         return results
     try:
-        results.extend(_client_checks(client, cfg, family))
+        results.extend(_client_checks(client, cfg, family, vip))
     finally:
         client.close()
     return results
 
 
-def _client_checks(client: KubeClient, cfg: KubernetesConfig, family: int) -> list[CheckResult]:
+def _client_checks(
+    client: KubeClient, cfg: KubernetesConfig, family: int, vip: Optional[str]
+) -> list[CheckResult]:
     results: list[CheckResult] = []
     missing = []
     try:
@@ -778,6 +834,8 @@ def _client_checks(client: KubeClient, cfg: KubernetesConfig, family: int) -> li
                 f"SANs {', '.join(sans) or '(none)'}",
             )
         )
+        if vip is not None:
+            results.append(_vip_san_check(client.server, sans, vip))
     except KubeError as e:
         results.append(CheckResult("warn", f"kubernetes API server {client.server}: {e}"))
     if missing:
@@ -798,6 +856,20 @@ def _client_checks(client: KubeClient, cfg: KubernetesConfig, family: int) -> li
         )
     results.append(_endpoints_check(client, cfg, family))
     return results
+
+
+def _vip_san_check(server: str, sans: tuple[str, ...], vip: str) -> CheckResult:
+    address = ipaddress.ip_address(vip).compressed
+    if address in sans:
+        return CheckResult("ok", f"VIP {address} is in the certificate of {server}")
+    # Only a warning: clients may reach the VIP through a DNS name that is listed.
+    return CheckResult(
+        "warn",
+        f"VIP {address} is not in the certificate of {server}: clients connecting to "
+        f"https://{_host(address)} by address fail TLS verification "
+        "(add it to the API server certificate's SANs, e.g. kubeadm apiServer.certSANs, "
+        "unless clients use a DNS name from the list above)",
+    )
 
 
 def _endpoints_check(client: KubeClient, cfg: KubernetesConfig, family: int) -> CheckResult:

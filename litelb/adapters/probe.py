@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from litelb import __version__
 from litelb.model import Endpoint
 
 # A status line is a few dozen bytes; anything longer is not an HTTP server.
-_MAX_STATUS_LINE = 4096
+_MAX_HEAD = 16384
 
 # probe_all's backstop beyond the probes' own deadline, for threads that a loaded
 # machine schedules late.
@@ -86,6 +87,21 @@ def _status_code(head: bytes) -> int:
     return int(parts[1])
 
 
+def _reusable_length(head: bytes) -> Optional[int]:
+    """The body length when the connection may carry the next probe, else None."""
+    lines = head.split(b"\r\n")
+    if not lines[0].startswith(b"HTTP/1.1 "):
+        return None
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip().lower()
+    if headers.get(b"connection") == b"close" or b"transfer-encoding" in headers:
+        return None
+    length = headers.get(b"content-length", b"")
+    return int(length) if length.isdigit() and int(length) <= _MAX_HEAD else None
+
+
 def _describe(error: OSError) -> str:
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"TLS: certificate verify failed: {error.verify_message}"
@@ -116,6 +132,8 @@ class Prober:
         self._timeout = timeout
         self._context = context
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="litelb-probe")
+        self._lock = threading.Lock()
+        self._idle: dict[tuple[str, int], ssl.SSLSocket] = {}
 
     def __enter__(self) -> Prober:
         return self
@@ -148,33 +166,82 @@ class Prober:
         except ValueError:
             # A host name would need a DNS lookup, which no timeout bounds.
             raise _Failed(f"not an IP address: {address!r}") from None
+        key = (ip.compressed, port)
+        with self._lock:
+            idle = self._idle.pop(key, None)
+        if idle is not None:
+            # A kept-alive connection costs no handshake: probing three API servers
+            # every second then costs next to no CPU. If the server closed it in the
+            # meantime (a restart), a fresh connection answers within the same deadline.
+            try:
+                return self._exchange(idle, key, ip, port, deadline)
+            except (OSError, _Failed):
+                idle.close()
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-        request = (
-            f"GET {self._path} HTTP/1.1\r\n"
-            f"Host: {_host_header(ip, port)}\r\n"
-            f"User-Agent: litelb/{__version__}\r\n"
-            "Accept: */*\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode("ascii")
-        with socket.socket(family, socket.SOCK_STREAM) as raw:
+        raw = socket.socket(family, socket.SOCK_STREAM)
+        try:
             raw.settimeout(_left(deadline))
             raw.connect((ip.compressed, port))
             raw.settimeout(_left(deadline))
             # The handshake runs inside wrap_socket, bounded by raw's timeout; the
             # certificate's IP SANs are checked against server_hostname.
-            with self._context.wrap_socket(raw, server_hostname=ip.compressed) as tls:
-                tls.settimeout(_left(deadline))
-                tls.sendall(request)
-                head = b""
-                while b"\r\n" not in head:
-                    if len(head) > _MAX_STATUS_LINE:
-                        raise _Failed("not an HTTP response: status line too long")
-                    tls.settimeout(_left(deadline))
-                    chunk = tls.recv(1024)
-                    if not chunk:
-                        raise _Failed("connection closed without a response")
-                    head += chunk
-        return _status_code(head)
+            tls = self._context.wrap_socket(raw, server_hostname=ip.compressed)
+        except BaseException:
+            raw.close()
+            raise
+        try:
+            return self._exchange(tls, key, ip, port, deadline)
+        except BaseException:
+            tls.close()
+            raise
+
+    def _exchange(
+        self,
+        tls: ssl.SSLSocket,
+        key: tuple[str, int],
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        port: int,
+        deadline: float,
+    ) -> int:
+        """One GET on `tls`; keeps the connection for the next probe when HTTP allows."""
+        request = (
+            f"GET {self._path} HTTP/1.1\r\n"
+            f"Host: {_host_header(ip, port)}\r\n"
+            f"User-Agent: litelb/{__version__}\r\n"
+            "Accept: */*\r\n\r\n"
+        ).encode("ascii")
+        tls.settimeout(_left(deadline))
+        tls.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            if len(data) > _MAX_HEAD:
+                raise _Failed("not an HTTP response: header too long")
+            tls.settimeout(_left(deadline))
+            chunk = tls.recv(4096)
+            if not chunk:
+                if b"\r\n" in data:
+                    break  # closed after the status line: still an answer
+                raise _Failed("connection closed without a response")
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        code = _status_code(head)
+        length = _reusable_length(head)
+        if length is None:
+            tls.close()
+            return code
+        while len(body) < length:
+            tls.settimeout(_left(deadline))
+            chunk = tls.recv(4096)
+            if not chunk:
+                tls.close()
+                return code
+            body += chunk
+        if len(body) == length:
+            with self._lock:
+                self._idle[key] = tls
+        else:
+            tls.close()
+        return code
 
     def probe_all(self, endpoints: Iterable[Endpoint]) -> dict[str, ProbeResult]:
         """Probe every endpoint at once; keyed by address (the first port listed
@@ -200,3 +267,7 @@ class Prober:
     def close(self) -> None:
         """Stop the pool without waiting: running probes end by their own deadline."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            idle, self._idle = list(self._idle.values()), {}
+        for tls in idle:
+            tls.close()

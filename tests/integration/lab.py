@@ -209,6 +209,11 @@ class Lab:
     def start(self, address: str, *, wait_ready: bool = True, **sections: dict[str, Any]) -> Node:
         index = NODES.index(address) if address in NODES else len(self.nodes)
         port = 9651 + index
+        previous = self.nodes.pop(address, None)
+        if previous is not None:  # a restart of the same node
+            previous.kill()
+            previous.notify.close()
+            previous.notify.path.unlink()
         config = self.tmp / f"litelb-{address}.toml"
         config.write_text(self.config_text(address, port, **sections))
         config.chmod(0o600)
@@ -282,6 +287,10 @@ class Lab:
                 return e.code, e.read().decode()
 
         return self.ns.call(get)
+
+    def serve_api(self, address: str) -> None:
+        """Bring a refused API server back; its listener must be bound inside the lab."""
+        self.ns.call(self.kube.serve, address)
 
     # -- NSX -----------------------------------------------------------------------
 

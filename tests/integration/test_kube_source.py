@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 
@@ -18,6 +18,7 @@ from litelb.adapters.kube import (
     KubeClient,
     KubeConfigError,
     KubeForbiddenError,
+    KubeUnavailableError,
     find_kubeconfig,
     kube_checks,
 )
@@ -215,6 +216,40 @@ def test_forbidden_names_the_permission_and_the_fix(
         assert part in text
 
 
+def test_failover_verifies_a_server_whose_certificate_lacks_its_ip(tmp_path: Path) -> None:
+    # Like an API server certificate that names the control-plane endpoint but not
+    # the node address litelb learned from the EndpointSlice.
+    pki = Pki(tmp_path / "pki", server_ips=("127.0.0.1",), server_dns=("kubernetes",))
+    with FakeKubeApiServer(pki, addresses=("127.0.0.1", "127.0.0.2")) as fake:
+        fake.set_endpoints(["127.0.0.2"])
+        fake.refuse("127.0.0.1")
+        path = pki.kubeconfig(tmp_path / "kubeconfig", fake.url("127.0.0.1"))
+        cfg = KubernetesConfig(kubeconfig=str(path), api_servers=(fake.url("127.0.0.2"),))
+        client = KubeClient(cfg, str(path))
+        try:
+            assert client.list_slices(4).ready_addresses == ("127.0.0.2",)
+            assert client.server == fake.url("127.0.0.2")
+            assert client.server_certificate_sans() == ("127.0.0.1", "kubernetes")
+        finally:
+            client.close()
+
+
+def test_a_server_of_another_ca_is_never_trusted(
+    make_fake: Callable[..., FakeKubeApiServer],
+    make_client: Callable[..., KubeClient],
+    tmp_path: Path,
+) -> None:
+    fake = make_fake(addresses=("127.0.0.2",))
+    fake.set_endpoints(["127.0.0.2"])
+    fake.refuse("127.0.0.2")
+    with FakeKubeApiServer(Pki(tmp_path / "other-ca"), addresses=("127.0.0.3",)) as impostor:
+        impostor.set_endpoints(["127.0.0.3"])
+        client = make_client(fake.url("127.0.0.2"), api_servers=[impostor.url("127.0.0.3")])
+        with pytest.raises(KubeUnavailableError, match="certificate verify failed"):
+            client.list_slices(4)
+        assert impostor.requests() == []
+
+
 # -- EndpointWatcher -------------------------------------------------------------------
 
 
@@ -362,17 +397,23 @@ def test_forbidden_watcher_reports_once_and_keeps_trying(
     make_client: Callable[..., KubeClient],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="litelb.kube")
     fake = make_fake()
     fake.set_endpoints(["127.0.0.1"])
     fake.set_rules(set())  # not even the Endpoints fallback
     with watching(make_client(fake.url()), retry_max=0.2) as (watcher, recorder):
         wait_until(lambda: list_requests(fake) >= 4)
+        assert time.monotonic() - watcher.last_attempt < 2.0  # alive, retrying
         error = watcher.last_error or ""
         for part in ("list", "discovery.k8s.io/endpointslices", NODE_USER, RBAC_FIX):
             assert part in error
         assert not watcher.synced.is_set()
         assert recorder.count() == 0
-        reported = [r for r in caplog.records if "forbidden" in r.getMessage()]
+        reported = [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.WARNING and "forbidden" in r.getMessage()
+        ]
         assert len(reported) == 1
 
         fake.set_rules(None)  # the operator applied `litelb rbac`
@@ -429,21 +470,26 @@ def test_a_failing_receiver_does_not_stop_the_watch(
 # -- litelb check ----------------------------------------------------------------------
 
 
-def _checks(pki: Pki, tmp_path: Path, server: str) -> list[str]:
+def _checks(pki: Pki, tmp_path: Path, server: str, vip: Optional[str] = None) -> list[str]:
     path = pki.kubeconfig(tmp_path / "check.conf", server)
-    return [str(r) for r in kube_checks(KubernetesConfig(kubeconfig=str(path)), family=4)]
+    cfg = KubernetesConfig(kubeconfig=str(path))
+    return [str(r) for r in kube_checks(cfg, family=4, vip=vip)]
 
 
 def test_checks_good(make_fake: Callable[..., FakeKubeApiServer], pki: Pki, tmp_path: Path) -> None:
     fake = make_fake()
     fake.set_endpoints(["127.0.0.1", ("127.0.0.2", False)])
-    lines = _checks(pki, tmp_path, fake.url())
+    lines = _checks(pki, tmp_path, fake.url(), vip="127.0.0.4")
     assert all(line.startswith("ok") for line in lines), lines
     text = "\n".join(lines)
+    assert "VIP 127.0.0.4 is in the certificate" in text
     assert "check.conf" in text
     assert fake.url() in text and "CN=kube-apiserver" in text and "127.0.0.1" in text
     assert "RBAC" in text
     assert "1 ready IPv4 endpoints: 127.0.0.1" in text
+
+    missing = _checks(pki, tmp_path, fake.url(), vip="127.0.0.9")
+    assert any(line.startswith("warn") and "127.0.0.9" in line for line in missing), missing
 
 
 def test_checks_forbidden(

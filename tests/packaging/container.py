@@ -14,6 +14,7 @@ the test boots one with `systemd-nspawn` instead of mocking systemctl:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
@@ -45,10 +46,14 @@ ROOTFS_PACKAGES = (
     "python3-prometheus-client",
     "python3-cryptography",
     "python3-cffi-backend",
+    # /bin/kill, which the unit's ExecReload names; the .deb depends on it.
+    "procps",
 )
 # Imports that prove the cached root is complete (a half-finished debootstrap, or a
 # cache from an older package list, is rebuilt).
-ROOTFS_PROBE = "import kubernetes, requests, pyroute2, systemd.daemon, prometheus_client, cryptography"
+ROOTFS_PROBE = (
+    "import kubernetes, requests, pyroute2, systemd.daemon, prometheus_client, cryptography"
+)
 
 CACHE_DIR = Path(os.environ.get("LITELB_TEST_CACHE", "/var/cache/litelb-test"))
 STAMP = ".litelb-rootfs"
@@ -114,6 +119,33 @@ def rootfs_ok(root: Path) -> bool:
     return probe.returncode == 0
 
 
+def _extend_rootfs(root: Path, log: Optional[Path]) -> bool:
+    """Install what a changed ROOTFS_PACKAGES added into an intact cached root.
+
+    Cheaper than a new debootstrap (minutes); any failure means a full rebuild.
+    """
+    if not (root / "usr/lib/systemd/systemd").exists() or not (root / "usr/bin/apt-get").exists():
+        return False
+    env = {**CONTAINER_ENV, "DEBIAN_FRONTEND": "noninteractive"}
+    with open(log or os.devnull, "ab") as out:
+        for cmd in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *ROOTFS_PACKAGES],
+            ["apt-get", "clean"],
+        ):
+            proc = subprocess.run(
+                ["chroot", str(root), *cmd],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=900,
+            )
+            if proc.returncode != 0:
+                return False
+    (root / STAMP).write_text(_rootfs_key() + "\n")
+    return rootfs_ok(root)
+
+
 def ensure_rootfs(log: Optional[Path] = None) -> Path:
     """The cached Debian 12 root, built with debootstrap when missing or broken."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -122,6 +154,8 @@ def ensure_rootfs(log: Optional[Path] = None) -> Path:
     with open(CACHE_DIR / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if root.is_dir() and rootfs_ok(root):
+            return root
+        if root.is_dir() and _extend_rootfs(root, log):
             return root
         tmp = CACHE_DIR / f"{SUITE}-rootfs.tmp"
         for stale in (root, tmp):
@@ -149,12 +183,20 @@ def ensure_rootfs(log: Optional[Path] = None) -> Path:
         return root
 
 
+def _die_with_parent() -> None:
+    """In the forked child: SIGTERM (an orderly poweroff, for nspawn) when the parent dies."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def _children(pid: int) -> list[int]:
     kids: list[int] = []
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
             with contextlib.suppress(OSError):
-                kids += [int(k) for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+                kids += [
+                    int(k) for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                ]
     return kids
 
 
@@ -199,8 +241,11 @@ class Container:
         for d in (upper, work, self.root):
             d.mkdir(parents=True, exist_ok=True)
         opts = f"lowerdir={self.lower},upperdir={upper},workdir={work}"
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(self.root)], check=True)
+        subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", opts, str(self.root)], check=True
+        )
         self._mounted = True
+        sweep_stale(keep=self.workdir)
         with open(self.log, "wb") as out:
             self.nspawn = subprocess.Popen(
                 [
@@ -219,23 +264,37 @@ class Container:
                 stderr=subprocess.STDOUT,
                 # Its own process group: a Ctrl-C of pytest must not reach the container.
                 start_new_session=True,
+                # ...but if the test process dies, the container is powered off.
+                preexec_fn=_die_with_parent,
             )
+        (self.workdir / "pids").write_text(f"{os.getpid()} {self.nspawn.pid}\n")
         deadline = time.monotonic() + boot_timeout
         while not self.pid1:
             if self.nspawn.poll() is not None:
-                raise ContainerError(f"systemd-nspawn exited {self.nspawn.returncode}: {self.console()}")
+                raise ContainerError(
+                    f"systemd-nspawn exited {self.nspawn.returncode}: {self.console()}"
+                )
             if time.monotonic() > deadline:
                 raise ContainerError(f"no systemd in the container: {self.console()}")
             self.pid1 = next((p for p in _children(self.nspawn.pid) if _is_container_init(p)), 0)
             time.sleep(0.05)
-        state = self.run(
-            ["systemctl", "is-system-running", "--wait"],
-            check=False,
-            timeout=max(1.0, deadline - time.monotonic()),
-        ).stdout.strip()
+        # Right after exec, PID 1 has no bus socket yet ("Failed to connect to bus"):
+        # ask again until it answers, then wait for the boot to finish.
+        while True:
+            proc = self.run(
+                ["systemctl", "is-system-running", "--wait"],
+                check=False,
+                timeout=max(1.0, deadline - time.monotonic()),
+            )
+            state = proc.stdout.strip()
+            if state or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         # "degraded" is fine: units irrelevant here (e.g. ones needing a real /dev) may fail.
         if state not in ("running", "degraded"):
-            raise ContainerError(f"container did not boot ({state!r}): {self.console()}")
+            raise ContainerError(
+                f"container did not boot ({state!r}, {proc.stderr.strip()!r}): {self.console()}"
+            )
 
     def stop(self) -> None:
         if self.nspawn is not None and self.nspawn.poll() is None:
@@ -298,6 +357,41 @@ class Container:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
         p.chmod(mode)
+
+
+def sweep_stale(keep: Optional[Path] = None) -> None:
+    """Remove what an earlier run left when it was killed before its cleanup ran.
+
+    A container whose owning test process is gone (e.g. pytest got SIGKILL) is
+    killed and its overlay unmounted; one whose owner lives belongs to a concurrent
+    run and is left alone.
+    """
+    for workdir in Path("/var/tmp").glob("litelb-install-*"):
+        if workdir == keep or not workdir.is_dir():
+            continue
+        try:
+            owner, nspawn = (int(w) for w in (workdir / "pids").read_text().split())
+        except (OSError, ValueError):
+            owner = nspawn = 0
+        if owner and Path(f"/proc/{owner}").exists():
+            continue
+        with contextlib.suppress(OSError, ProcessLookupError):
+            if nspawn and Path(f"/proc/{nspawn}/comm").read_text().strip() == "systemd-nspawn":
+                os.kill(nspawn, signal.SIGKILL)
+        root = workdir / "root"
+        # Its container's init, if still running, is a child of nobody we know: find
+        # it by its root directory.
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                with contextlib.suppress(OSError, ProcessLookupError):
+                    if os.readlink(proc / "root") == str(root) and _is_container_init(
+                        int(proc.name)
+                    ):
+                        os.kill(int(proc.name), signal.SIGKILL)
+        if os.path.ismount(root):
+            subprocess.run(["umount", "-l", str(root)], capture_output=True)
+        if not os.path.ismount(root):
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager

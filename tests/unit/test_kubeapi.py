@@ -205,6 +205,24 @@ def test_watch_from_compacted_version_is_410(
     assert len(watches) == (1 if with_timeout else 2)
 
 
+def test_expired_watch_on_the_wire(pki: Pki, server: FakeKubeApiServer) -> None:
+    rv = server.resource_version
+    server.set_endpoints(["127.0.0.2"])
+    server.compact()
+    cert = pki.client_cert("system:node:node-1", ("system:nodes",))
+    path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+    path += f"?watch=1&resourceVersion={rv}"
+    status, body = raw_get(server.url(), path, cafile=pki.ca_cert, cert=cert)
+    # As the watch cache: 200, then one ERROR event with a 410 "Expired" Status.
+    assert status == 200
+    (line,) = body.splitlines()
+    event = json.loads(line)
+    assert event["type"] == "ERROR"
+    assert event["object"]["code"] == 410
+    assert event["object"]["reason"] == "Expired"
+    assert event["object"]["message"] == f"too old resource version: {rv} ({int(rv) + 1})"
+
+
 def test_history_limit_expires_old_versions(pki: Pki, tmp_path: Path) -> None:
     with FakeKubeApiServer(pki, history=2) as srv:
         srv.set_endpoints(["127.0.0.1"])

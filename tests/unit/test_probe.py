@@ -45,6 +45,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _KeepAliveHandler(_Handler):
+    """HTTP/1.1 with keep-alive, as kube-apiserver; drops the connection silently
+    (no "Connection: close") after `server.per_connection` requests, as an API
+    server restart would."""
+
+    protocol_version = "HTTP/1.1"
+    served = 0
+
+    def do_GET(self) -> None:
+        super().do_GET()
+        self.served += 1
+        if self.served >= self.server.per_connection:
+            self.close_connection = True
+
+
 class _TlsServer(http.server.ThreadingHTTPServer):
     """An HTTPS server whose handshake runs in the request thread, so a client that
     stalls or fails it does not block other clients."""
@@ -57,8 +72,11 @@ class _TlsServer(http.server.ThreadingHTTPServer):
         self.context = context
         self.status = status
         self.seen: list[tuple[str, str, object]] = []
+        self.connections = 0
+        self.per_connection = 1_000_000
 
     def finish_request(self, request, client_address) -> None:
+        self.connections += 1
         request.settimeout(5)
         try:
             tls = self.context.wrap_socket(request, server_side=True)
@@ -70,7 +88,12 @@ class _TlsServer(http.server.ThreadingHTTPServer):
 
 @contextmanager
 def https_server(
-    pki: Pki, *, status: int = 200, host: str = "127.0.0.1", client_ca: Path | None = None
+    pki: Pki,
+    *,
+    status: int = 200,
+    host: str = "127.0.0.1",
+    client_ca: Path | None = None,
+    keep_alive: bool = False,
 ) -> Iterator[_TlsServer]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(pki.server_cert, pki.server_key)
@@ -78,6 +101,8 @@ def https_server(
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(client_ca)
     server = _TlsServer(host, context, status)
+    if keep_alive:
+        server.RequestHandlerClass = _KeepAliveHandler
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -272,3 +297,31 @@ def test_probe_all_empty(prober):
 def test_bad_path_is_rejected(pki, path):
     with pytest.raises(ValueError, match="probe path"):
         Prober(path=path, timeout=1, context=tls_context(str(pki.ca_cert)))
+
+
+def test_keeps_the_connection_alive_and_reconnects_when_it_is_gone(pki, prober):
+    with https_server(pki, keep_alive=True) as server:
+        server.per_connection = 3
+        port = server.server_address[1]
+        results = [prober.probe("127.0.0.1", port) for _ in range(7)]
+        assert [r.ok for r in results] == [True] * 7, [r.detail for r in results]
+        assert len(server.seen) == 7
+        # 3 probes per connection, and the dropped ones cost no failed probe
+        assert server.connections == 3
+
+
+def test_a_hung_server_on_a_kept_connection_times_out(pki, prober):
+    with https_server(pki, keep_alive=True) as server:
+        port = server.server_address[1]
+        assert prober.probe("127.0.0.1", port).ok
+        hang = threading.Event()
+        original = _KeepAliveHandler.do_GET
+        _KeepAliveHandler.do_GET = lambda self: hang.wait(10)  # type: ignore[method-assign]
+        try:
+            start = time.monotonic()
+            result = prober.probe("127.0.0.1", port)
+            assert not result.ok
+            assert time.monotonic() - start < TIMEOUT + 0.5
+        finally:
+            _KeepAliveHandler.do_GET = original  # type: ignore[method-assign]
+            hang.set()
