@@ -72,8 +72,11 @@ def main() -> int:
             say(f"The leader's VM ({A}) dies: daemon killed, API server silent")
             box.nodes[A].kill()
             box.kube.hang(A)
-            timed(box, lambda: box.leader() in (B, C) and box.hops() == [B, C],
-                  "new leader, route corrected after")
+            timed(
+                box,
+                lambda: box.leader() in (B, C) and box.hops() == [B, C],
+                "new leader, route corrected after",
+            )
 
             say(f"{box.leader()} is stopped with SIGTERM: it hands over")
             leader = box.leader()

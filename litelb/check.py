@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from litelb.adapters.kube import kube_checks
 from litelb.adapters.nsx import NsxClient, NsxError, NsxNotFoundError, Tier1Info
-from litelb.adapters.vip import VipError, VipManager
+from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config
 from litelb.model import CheckResult
 
@@ -18,7 +18,14 @@ def run_checks(cfg: Config) -> list[CheckResult]:
             CheckResult("warn", "nsx.insecure = true: NSX certificates are not verified")
         )
     results.extend(nsx_checks(cfg))
-    results.extend(kube_checks(cfg.kubernetes, family=cfg.vip.family, vip=cfg.vip.address))
+    results.extend(
+        kube_checks(
+            cfg.kubernetes,
+            family=cfg.vip.family,
+            vip=cfg.vip.address,
+            local_addresses=local_addresses(),
+        )
+    )
     results.append(vip_check(cfg))
     return results
 

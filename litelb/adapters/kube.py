@@ -35,6 +35,7 @@ from litelb.adapters.kubeconfig import (
     load_configuration,
 )
 from litelb.config import KubernetesConfig
+from litelb.core.decide import own_identity
 from litelb.model import CheckResult, Endpoint, EndpointSnapshot, ip_sort_key
 
 __all__ = [
@@ -793,9 +794,14 @@ class EndpointWatcher:
 
 
 def kube_checks(
-    cfg: KubernetesConfig, *, family: int, vip: Optional[str] = None
+    cfg: KubernetesConfig,
+    *,
+    family: int,
+    vip: Optional[str] = None,
+    local_addresses: frozenset[str] = frozenset(),
 ) -> list[CheckResult]:
-    """The Kubernetes lines of `litelb check`; with `vip`, also whether certificates name it."""
+    """The Kubernetes lines of `litelb check`; with `vip`, also whether certificates name it;
+    `local_addresses` find this node's own entry in the EndpointSlices."""
     results: list[CheckResult] = []
     try:
         path, why = find_kubeconfig(cfg.kubeconfig)
@@ -808,14 +814,18 @@ def kube_checks(
         results.append(CheckResult("FAIL", f"kubeconfig: {e}"))
         return results
     try:
-        results.extend(_client_checks(client, cfg, family, vip))
+        results.extend(_client_checks(client, cfg, family, vip, local_addresses))
     finally:
         client.close()
     return results
 
 
 def _client_checks(
-    client: KubeClient, cfg: KubernetesConfig, family: int, vip: Optional[str]
+    client: KubeClient,
+    cfg: KubernetesConfig,
+    family: int,
+    vip: Optional[str],
+    local_addresses: frozenset[str],
 ) -> list[CheckResult]:
     results: list[CheckResult] = []
     missing = []
@@ -854,7 +864,7 @@ def _client_checks(
                 f"namespace {cfg.namespace!r}",
             )
         )
-    results.append(_endpoints_check(client, cfg, family))
+    results.extend(_endpoints_checks(client, cfg, family, local_addresses))
     return results
 
 
@@ -872,7 +882,9 @@ def _vip_san_check(server: str, sans: tuple[str, ...], vip: str) -> CheckResult:
     )
 
 
-def _endpoints_check(client: KubeClient, cfg: KubernetesConfig, family: int) -> CheckResult:
+def _endpoints_checks(
+    client: KubeClient, cfg: KubernetesConfig, family: int, local: frozenset[str]
+) -> list[CheckResult]:
     kind = ADDRESS_TYPES[family]
     try:
         snapshot = client.list_slices(family)
@@ -880,18 +892,38 @@ def _endpoints_check(client: KubeClient, cfg: KubernetesConfig, family: int) -> 
         try:
             fallback = client.get_endpoints(family)
         except KubeError as e:
-            return CheckResult("FAIL", f"EndpointSlices of {cfg.service}: forbidden; {e}")
-        return CheckResult(
-            "warn",
-            f"EndpointSlices of {cfg.service}: forbidden; the daemon would poll the core "
-            f"Endpoints instead ({len(fallback.ready_addresses)} ready {kind}: "
-            f"{', '.join(fallback.ready_addresses) or 'none'}); fix: {RBAC_FIX}",
-        )
+            return [CheckResult("FAIL", f"EndpointSlices of {cfg.service}: forbidden; {e}")]
+        return [
+            CheckResult(
+                "warn",
+                f"EndpointSlices of {cfg.service}: forbidden; the daemon would poll the core "
+                f"Endpoints instead ({len(fallback.ready_addresses)} ready {kind}: "
+                f"{', '.join(fallback.ready_addresses) or 'none'}); fix: {RBAC_FIX}",
+            ),
+            _identity_check(cfg, fallback, local),
+        ]
     except KubeError as e:
-        return CheckResult("FAIL", f"EndpointSlices of {cfg.service}: {e}")
+        return [CheckResult("FAIL", f"EndpointSlices of {cfg.service}: {e}")]
     ready = snapshot.ready_addresses
     text = (
         f"EndpointSlices of {cfg.service} list {len(ready)} ready {kind} endpoints"
         f"{': ' + ', '.join(ready) if ready else ''}"
     )
-    return CheckResult("ok" if ready else "FAIL", text)
+    return [CheckResult("ok" if ready else "FAIL", text), _identity_check(cfg, snapshot, local)]
+
+
+def _identity_check(
+    cfg: KubernetesConfig, snapshot: EndpointSnapshot, local: frozenset[str]
+) -> CheckResult:
+    listed = [e.address for e in snapshot.endpoints]
+    node = own_identity(cfg.node_address, local, listed)
+    if node is None:
+        return CheckResult(
+            "FAIL",
+            f"none of this node's addresses is listed in the EndpointSlices of {cfg.service}: "
+            "it would follow but never lead; set kubernetes.node_address to the address its "
+            "API server advertises",
+        )
+    if node not in snapshot.ready_addresses:
+        return CheckResult("warn", f"this node is {node}, but its API server is not ready")
+    return CheckResult("ok", f"this node is {node}: its API server is listed and ready")

@@ -470,10 +470,16 @@ def test_a_failing_receiver_does_not_stop_the_watch(
 # -- litelb check ----------------------------------------------------------------------
 
 
-def _checks(pki: Pki, tmp_path: Path, server: str, vip: Optional[str] = None) -> list[str]:
+def _checks(
+    pki: Pki,
+    tmp_path: Path,
+    server: str,
+    vip: Optional[str] = None,
+    local: frozenset[str] = frozenset({"127.0.0.1", "10.0.0.7"}),
+) -> list[str]:
     path = pki.kubeconfig(tmp_path / "check.conf", server)
     cfg = KubernetesConfig(kubeconfig=str(path))
-    return [str(r) for r in kube_checks(cfg, family=4, vip=vip)]
+    return [str(r) for r in kube_checks(cfg, family=4, vip=vip, local_addresses=local)]
 
 
 def test_checks_good(make_fake: Callable[..., FakeKubeApiServer], pki: Pki, tmp_path: Path) -> None:
@@ -487,6 +493,14 @@ def test_checks_good(make_fake: Callable[..., FakeKubeApiServer], pki: Pki, tmp_
     assert fake.url() in text and "CN=kube-apiserver" in text and "127.0.0.1" in text
     assert "RBAC" in text
     assert "1 ready IPv4 endpoints: 127.0.0.1" in text
+    assert "this node is 127.0.0.1: its API server is listed and ready" in text
+
+    stranger = _checks(pki, tmp_path, fake.url(), local=frozenset({"10.0.0.7"}))
+    assert any(
+        line.startswith("FAIL") and "kubernetes.node_address" in line for line in stranger
+    ), stranger
+    not_ready = _checks(pki, tmp_path, fake.url(), local=frozenset({"127.0.0.2"}))
+    assert any(line.startswith("warn") and "not ready" in line for line in not_ready), not_ready
 
     missing = _checks(pki, tmp_path, fake.url(), vip="127.0.0.9")
     assert any(line.startswith("warn") and "127.0.0.9" in line for line in missing), missing
