@@ -255,6 +255,7 @@ class _Listener:
         # Bumped whenever connections are cut (the end of a hang, refuse, stop).
         self.generation = 0
         self.ready = True
+        self.unready_for: set[str] = set()
         self.conns: set[_Conn] = set()
 
 
@@ -500,9 +501,17 @@ class FakeKubeApiServer:
             lst.mode = _SERVING
             self._cond.notify_all()
 
-    def set_ready(self, address: str, ok: bool) -> None:
+    def set_ready(self, address: str, ok: bool, *, user: str | None = None) -> None:
+        """Health paths of `address` answer 200 or 500; with `user`, only for that client
+        certificate's user (a node whose probes cannot reach one API server)."""
         with self._cond:
-            self._listeners[address].ready = ok
+            listener = self._listeners[address]
+            if user is None:
+                listener.ready = ok
+            elif ok:
+                listener.unready_for.discard(user)
+            else:
+                listener.unready_for.add(user)
 
     def set_rules(self, rules: Iterable[Rule] | None) -> None:
         """Allowed ``(verb, group, resource, namespace)``; "*" matches any; None allows all."""
@@ -698,7 +707,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path in ("/readyz", "/livez", "/healthz"):
             if method != "GET":
                 self._method_not_allowed()
-            elif self.lst.ready:
+            elif self.lst.ready and self.user not in self.lst.unready_for:
                 self._send(200, b"ok", "text/plain; charset=utf-8")
             else:
                 check = path[1:]

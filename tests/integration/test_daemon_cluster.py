@@ -157,3 +157,28 @@ def test_forbidden_endpointslices_is_a_clear_error(box: Lab) -> None:
     time.sleep(2)
     assert node.alive()
     assert "litelb rbac" in node.log()
+
+
+@pytest.mark.slow
+def test_two_nodes_that_cannot_probe_each_other_change_leader_at_most_once_per_hold_down(
+    box: Lab,
+) -> None:
+    hold_down = 12.0
+    nodes = cluster(box, coordination={"hold_down": hold_down})
+    # A's probes fail on B's API server and B's on A's; C sees both healthy.
+    box.kube.set_ready(B, False, user="system:node:node-2")
+    box.kube.set_ready(A, False, user="system:node:node-3")
+    changes: list[tuple[float, str]] = []
+    start = time.monotonic()
+    last = box.leader()
+    while time.monotonic() - start < 2.5 * hold_down:
+        now = box.leader()
+        if now != last:
+            changes.append((time.monotonic() - start, str(now)))
+            last = now
+        time.sleep(0.05)
+    assert changes, "B does take over from a leader it cannot reach"
+    gaps = [b[0] - a[0] for a, b in zip(changes, changes[1:])]
+    assert all(g >= hold_down - 0.5 for g in gaps), changes
+    assert len(changes) <= 3, changes
+    assert all(n.alive() for n in nodes.values())
