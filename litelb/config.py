@@ -239,9 +239,9 @@ def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> C
     except tomllib.TOMLDecodeError as e:
         raise _syntax_error(path, text, str(e)) from None
     for name, value in doc.items():
-        if name not in _SECTIONS:
+        if name not in SECTIONS:
             raise ConfigError(
-                path, name, _unknown(name, list(_SECTIONS), ""), _find_line(text, name)
+                path, name, _unknown(name, list(SECTIONS), ""), _find_line(text, name)
             )
         if not isinstance(value, dict):
             raise ConfigError(
@@ -251,7 +251,7 @@ def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> C
                 _find_line(text, name),
             )
     tables = {
-        name: _Table(path, text, name, cls, doc.get(name, {})) for name, cls in _SECTIONS.items()
+        name: _Table(path, text, name, cls, doc.get(name, {})) for name, cls in SECTIONS.items()
     }
     for t in tables.values():
         t.reject_unknown()
@@ -278,7 +278,7 @@ def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> C
     )
 
 
-_SECTIONS: Mapping[str, type] = MappingProxyType(
+SECTIONS: Mapping[str, type] = MappingProxyType(
     {
         "vip": VipConfig,
         "kubernetes": KubernetesConfig,
@@ -675,7 +675,7 @@ def _unknown(key: str, known: list[str], section: str) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     if close:
         return f"unknown {'key' if section else 'section'}; did you mean '{prefix}{close[0]}'?"
-    for other, cls in _SECTIONS.items():
+    for other, cls in SECTIONS.items():
         if other != section and key in {f.name for f in dataclasses.fields(cls)}:
             return f"unknown key; did you mean '{other}.{key}' (in [{other}])?"
     return f"unknown {'key' if section else 'section'}; known: {', '.join(known)}"

@@ -82,7 +82,6 @@ class EngineStatus:
     in_sync: bool = False
     last_sync: Optional[float] = None  # wall clock
     last_error: Optional[str] = None
-    route_exists: Optional[bool] = None
 
     @property
     def is_leader(self) -> bool:
@@ -378,7 +377,6 @@ class Engine:
             in_sync=in_sync,
             last_sync=last_sync,
             last_error=error,
-            route_exists=(actual is not None) if view.synced else None,
         )
         with self._lock:
             self._status = status

@@ -193,6 +193,10 @@ def _wait_for(
         time.sleep(0.2)
 
 
+def _apt(c: Container, verb: str, package: str) -> None:
+    c.run(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", verb, "-y", package], timeout=180)
+
+
 def _show(c: Container, prop: str) -> str:
     return c.run(["systemctl", "show", "-P", prop, "litelb.service"]).stdout.strip()
 
@@ -302,17 +306,7 @@ def test_deb_install_under_systemd(tmp_path: Path) -> None:
 
         with phase("install"):
             shutil.copy(deb, c.path("/root/" + deb.name))
-            c.run(
-                [
-                    "env",
-                    "DEBIAN_FRONTEND=noninteractive",
-                    "apt-get",
-                    "install",
-                    "-y",
-                    "/root/" + deb.name,
-                ],
-                timeout=180,
-            )
+            _apt(c, "install", "/root/" + deb.name)
         files = [f for f in c.run(["dpkg", "-L", "litelb"]).stdout.splitlines() if f.strip()]
         with phase("installed-checks"):
             version = c.run(["litelb", "version"]).stdout
@@ -428,17 +422,7 @@ def test_deb_install_under_systemd(tmp_path: Path) -> None:
             assert _is_active(c) == "active", diag()
             before = _show(c, "MainPID")
             config = c.path("/etc/litelb.toml").read_text()
-            c.run(
-                [
-                    "env",
-                    "DEBIAN_FRONTEND=noninteractive",
-                    "apt-get",
-                    "install",
-                    "-y",
-                    "/root/" + upgrade.name,
-                ],
-                timeout=180,
-            )
+            _apt(c, "install", "/root/" + upgrade.name)
             assert "upgradetest1" in c.run(["litelb", "version"]).stdout
             assert c.path("/etc/litelb.toml").read_text() == config
             assert c.run(["stat", "-c", "%a", "/etc/litelb.toml"]).stdout.strip() == "600"
@@ -492,10 +476,7 @@ def test_deb_install_under_systemd(tmp_path: Path) -> None:
             c.run(["systemctl", "daemon-reload"])
             c.run(["systemctl", "reset-failed", "litelb"])
             c.run(["systemctl", "start", "litelb"], timeout=60)
-            c.run(
-                ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "purge", "-y", "litelb"],
-                timeout=180,
-            )
+            _apt(c, "purge", "litelb")
             left = [f for f in files if f not in ("/.",) and c.path(f).is_file()]
             assert not left, f"left after purge: {left}"
             for gone in (

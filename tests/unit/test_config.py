@@ -211,15 +211,7 @@ def test_shipped_file_parses_to_the_defaults(tmp_path: Path) -> None:
 
 def test_shipped_file_shows_every_key() -> None:
     doc = tomllib.loads(SHIPPED.read_text())
-    sections = {
-        "vip": VipConfig,
-        "kubernetes": KubernetesConfig,
-        "coordination": CoordinationConfig,
-        "health": HealthConfig,
-        "nsx": NsxConfig,
-        "metrics": MetricsConfig,
-        "log": LogConfig,
-    }
+    sections = config.SECTIONS
     assert set(doc) == {f.name for f in dataclasses.fields(Config)} - {"path"} == set(sections)
     for name, cls in sections.items():
         # The password is shown commented out: a value there would be a secret.
