@@ -208,12 +208,10 @@ class Engine:
 
     def _next_deadline(self) -> float:
         m = self._memory
-        times = [m.next_resync]
         if m.retry_at is not None:
-            times.append(m.retry_at)
-        elif m.recheck_at is not None:
-            times.append(m.recheck_at)
-        return min(times)
+            # After a failure the backoff decides, not the resync or a recheck.
+            return m.retry_at
+        return min(m.next_resync, m.recheck_at if m.recheck_at is not None else m.next_resync)
 
     def reconcile(self, *, stopping: bool = False) -> Decision:
         """One level-triggered pass. Safe to call again at any time."""
