@@ -237,8 +237,16 @@ class Engine:
         m.retry_at = None
         m.recheck_at = decision.recheck_at
         m.next_resync = self._clock() + self._cfg.nsx.resync_interval
-        self._publish(view, decision, error=None)
+        foreign = decision.reason is Reason.FOREIGN_ROUTE
+        self._publish(view, decision, error=self._foreign_text() if foreign else None)
         return decision
+
+    def _foreign_text(self) -> str:
+        return (
+            f"a route at {self._cfg.nsx.route_path} exists without the tag "
+            "litelb/managed-by=litelb: litelb will not touch it; delete it in NSX or set "
+            "another nsx.route_id"
+        )
 
     def _view(self, stopping: bool) -> View:
         with self._lock:
@@ -306,7 +314,12 @@ class Engine:
             written.leader,
             decision.reason.value,
         )
-        state = self._nsx.realization_state()
+        try:
+            state = self._nsx.realization_state()
+        except NsxError as e:
+            # The write itself is confirmed by the read-back; realization is advisory.
+            log.debug("realization state unknown: %s", e)
+            return
         if state not in (None, "REALIZED", "IN_PROGRESS"):
             log.warning("NSX reports the route's realization state as %s", state)
 
@@ -316,11 +329,7 @@ class Engine:
             return
         m.last_reason = decision.reason
         if decision.reason is Reason.FOREIGN_ROUTE:
-            log.error(
-                "a route at %s exists without the tag litelb/managed-by=litelb: litelb will "
-                "not touch it; delete it in NSX or set another nsx.route_id",
-                self._cfg.nsx.route_path,
-            )
+            log.error("%s", self._foreign_text())
         elif decision.reason is Reason.NOT_LISTED:
             log.warning(
                 "this node's address is not among the ready API servers of %s; set "

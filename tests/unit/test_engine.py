@@ -201,3 +201,14 @@ def test_failing_nsx_is_retried_with_backoff_not_in_a_loop(nsx: MemoryNsx, clock
     assert all(d > 0 for d in delays)
     assert delays[-1] > delays[0] * 4, delays
     assert max(delays) <= 10.0 * 1.2
+
+
+def test_foreign_route_is_reported_and_left_alone(nsx: MemoryNsx, clock: Clock) -> None:
+    nsx.route = Route("192.168.160.249/32", ("10.9.9.9",), "someone else's", ())
+    nsx.revision = 4
+    e = engine(nsx, clock)
+    e.set_snapshot(snapshot(A, B))
+    assert e.reconcile().reason is Reason.FOREIGN_ROUTE
+    assert nsx.writes == [] and nsx.route.next_hops == ("10.9.9.9",)
+    assert "litelb/managed-by" in (e.status.last_error or "")
+    assert not e.status.in_sync
