@@ -276,7 +276,13 @@ class Engine:
         watched = set(view.ready) | set(m.last_ready)
         if actual is not None:
             watched |= set(actual.next_hops) | ({actual.leader} if actual.leader else set())
-        m.dead_since = track_dead(m.dead_since, alive=view.healthy, watched=watched, now=now)
+        with self._lock:
+            failing = {
+                a: h.failing_since for a, h in self._health.items() if h.failing_since is not None
+            }
+        m.dead_since = track_dead(
+            m.dead_since, alive=view.healthy, watched=watched, now=now, failing_since=failing
+        )
         m.stale_since = track_stale(m.stale_since, actual, view.ready, now)
         m.last_ready = view.ready
         decision = decide(

@@ -127,11 +127,23 @@ def _takeover_reason(
 
 
 def track_dead(
-    previous: Mapping[str, float], alive: Iterable[str], watched: Iterable[str], now: float
+    previous: Mapping[str, float],
+    alive: Iterable[str],
+    watched: Iterable[str],
+    now: float,
+    failing_since: Optional[Mapping[str, float]] = None,
 ) -> dict[str, float]:
-    """Since when each watched address has looked dead; alive ones are forgotten."""
+    """Since when each watched address has looked dead; alive ones are forgotten.
+
+    `failing_since` says when an address's current run of failed probes began,
+    which may be before this node first saw it as dead (the `fall` threshold
+    takes a few probes to reach).
+    """
     alive_set = set(alive)
-    return {a: previous.get(a, now) for a in set(watched) if a not in alive_set}
+    hints = failing_since or {}
+    return {
+        a: previous.get(a, min(hints.get(a, now), now)) for a in set(watched) if a not in alive_set
+    }
 
 
 def track_stale(

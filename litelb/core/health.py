@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -17,13 +18,17 @@ class Health:
 
     `streak` counts the consecutive results contrary to `healthy` seen so far;
     it reaches `fall` (or `rise`) exactly when the verdict flips, and is then 0.
+    `failing_since` is when the current run of failed probes began (None after a
+    success): an API server "has looked dead" since its first failed probe, which
+    is what the takeover rule measures, not since `fall` was reached.
     """
 
     healthy: bool = True
     streak: int = 0
+    failing_since: Optional[float] = None
 
 
-def step(current: Health, ok: bool, *, rise: int, fall: int) -> Health:
+def step(current: Health, ok: bool, *, rise: int, fall: int, at: Optional[float] = None) -> Health:
     """Apply one probe result: `fall` consecutive failures make a healthy endpoint
     unhealthy, `rise` consecutive successes make an unhealthy one healthy again.
 
@@ -32,16 +37,22 @@ def step(current: Health, ok: bool, *, rise: int, fall: int) -> Health:
     """
     if rise < 1 or fall < 1:
         raise ValueError(f"rise and fall must be at least 1, got rise={rise} fall={fall}")
+    since = None if ok else (current.failing_since if current.failing_since is not None else at)
     if ok == current.healthy:
-        return Health(healthy=current.healthy)
+        return Health(healthy=current.healthy, failing_since=since)
     streak = current.streak + 1
     if streak >= (fall if current.healthy else rise):
-        return Health(healthy=ok)
-    return Health(healthy=current.healthy, streak=streak)
+        return Health(healthy=ok, failing_since=since)
+    return Health(healthy=current.healthy, streak=streak, failing_since=since)
 
 
 def step_all(
-    current: Mapping[str, Health], results: Mapping[str, bool], *, rise: int, fall: int
+    current: Mapping[str, Health],
+    results: Mapping[str, bool],
+    *,
+    rise: int,
+    fall: int,
+    at: Optional[float] = None,
 ) -> dict[str, Health]:
     """Apply one probe round to every endpoint, keyed by address.
 
@@ -52,7 +63,7 @@ def step_all(
     Pure: no side effects.
     """
     return {
-        address: step(current.get(address, Health()), ok, rise=rise, fall=fall)
+        address: step(current.get(address, Health()), ok, rise=rise, fall=fall, at=at)
         for address, ok in results.items()
     }
 

@@ -153,7 +153,9 @@ class Node:
 class Lab:
     """Everything one test needs; `close` tears it all down, also after a failure."""
 
-    def __init__(self, tmp: Path, *, nodes: Iterable[str] = NODES) -> None:
+    def __init__(
+        self, tmp: Path, *, nodes: Iterable[str] = NODES, bookmark_interval: float = 1.0
+    ) -> None:
         self.tmp = tmp
         self.ns = Netns()
         self.nodes: dict[str, Node] = {}
@@ -161,7 +163,9 @@ class Lab:
         try:
             self.pki = Pki(tmp / "pki")
             self.kube = self.ns.call(
-                lambda: FakeKubeApiServer(self.pki, addresses=NODES, bookmark_interval=1.0).start()
+                lambda: FakeKubeApiServer(
+                    self.pki, addresses=NODES, bookmark_interval=bookmark_interval
+                ).start()
             )
             self.nsx = self.ns.call(
                 lambda: NsxSimulator(username="admin", password=PASSWORD).start()

@@ -249,3 +249,11 @@ def test_two_nodes_that_cannot_see_each_other_change_leader_at_most_once_per_hol
     gaps = [b[0] - a[0] for a, b in zip(changes, changes[1:])]
     assert changes, "the nodes do fight, but slowly"
     assert all(g >= COORD.hold_down for g in gaps), changes
+
+
+def test_track_dead_dates_death_from_the_first_failed_probe() -> None:
+    d = track_dead({}, alive={A}, watched={A, B, C}, now=5.0, failing_since={B: 3.0})
+    assert d == {B: 3.0, C: 5.0}
+    # a remembered moment is kept; a hint from the future is not believed
+    assert track_dead(d, alive={A}, watched={B}, now=6.0, failing_since={B: 5.5}) == {B: 3.0}
+    assert track_dead({}, alive=(), watched={B}, now=6.0, failing_since={B: 9.0}) == {B: 6.0}

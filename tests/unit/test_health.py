@@ -130,3 +130,12 @@ def test_module_is_pure():
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported <= {"__future__", "collections", "dataclasses", "typing"}
+
+
+def test_failing_since_marks_the_start_of_the_current_run_of_failures() -> None:
+    h = step(Health(), False, rise=2, fall=2, at=10.0)
+    assert h.healthy and h.failing_since == 10.0
+    h = step(h, False, rise=2, fall=2, at=11.0)
+    assert not h.healthy and h.failing_since == 10.0
+    h = step(h, True, rise=2, fall=2, at=12.0)
+    assert h.failing_since is None and not h.healthy
