@@ -24,10 +24,10 @@ from litelb.adapters.probe import Prober, tls_context
 from litelb.adapters.systemd import Notifier
 from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config, ConfigError, load
-from litelb.core.health import Health, step_all
 from litelb.engine import Engine, iso
 from litelb.metrics import Metrics
 from litelb.model import EndpointSnapshot
+from litelb.probeloop import ProbeLoop
 
 log = logging.getLogger("litelb")
 
@@ -46,46 +46,6 @@ class Worker:
     thread: threading.Thread
     progress: Callable[[], float]  # monotonic time of its last loop
     stall_after: float  # seconds without progress that count as hung
-
-
-class ProbeLoop:
-    """Probes every ready API server each `interval` and feeds rise/fall health to the engine."""
-
-    def __init__(self, config: Config, prober: Prober, engine: Engine, stop: threading.Event):
-        self._cfg = config.health
-        self._prober = prober
-        self._engine = engine
-        self._stop = stop
-        self._states: dict[str, Health] = {}
-        self.progress = time.monotonic()
-
-    def run(self) -> None:
-        next_round = time.monotonic()
-        while not self._stop.wait(max(0.0, next_round - time.monotonic())):
-            # Rounds start every interval, however long the probes took, so a hung
-            # API server is noticed after fall × interval (+ one timeout), not later.
-            next_round += self._cfg.interval
-            self.progress = started = time.monotonic()
-            endpoints = [e for e in self._engine.endpoints() if e.ready]
-            results = self._prober.probe_all(endpoints)
-            states = step_all(
-                self._states,
-                {a: r.ok for a, r in results.items()},
-                rise=self._cfg.rise,
-                fall=self._cfg.fall,
-                at=started,
-            )
-            for address, health in states.items():
-                before = self._states.get(address, Health())
-                if health.healthy != before.healthy:
-                    result = results[address]
-                    if health.healthy:
-                        log.info("API server %s is healthy again (%s)", address, result.detail)
-                    else:
-                        log.warning("API server %s failed its probes (%s)", address, result.detail)
-            self._states = states
-            self._engine.set_health(states)
-            next_round = max(next_round, time.monotonic())
 
 
 class Daemon:
@@ -153,8 +113,7 @@ class Daemon:
             self.server = StatusServer(
                 cfg.metrics.listen, status=self.status, healthy=self.healthy, metrics=self.metrics
             )
-            host, port = self.server.start()
-            log.info("serving /status, /metrics and /healthz on %s:%d", host, port)
+            self.server.start()
 
     def _spawn(
         self, name: str, target: Callable[[], None], progress: Callable[[], float], stall: float
@@ -172,7 +131,7 @@ class Daemon:
         # The watcher counts as making progress while it retries too: a Kubernetes
         # outage must not get the daemon killed, since a restart cannot mend it.
         assert self.watcher is not None
-        return max(self.watcher.last_progress, getattr(self.watcher, "last_attempt", 0.0))
+        return max(self.watcher.last_progress, self.watcher.last_attempt)
 
     # -- the VIP -------------------------------------------------------------------
 
@@ -181,8 +140,7 @@ class Daemon:
             self.vip_present = self._vip_present()
             return
         try:
-            if self.vip.ensure():
-                log.info("added VIP %s to %s", self.cfg.vip.address, self.cfg.vip.interface)
+            self.vip.ensure()
             self.vip_present = True
         except VipError as e:
             self.vip_present = False
