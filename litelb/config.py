@@ -445,8 +445,12 @@ def _kubernetes(t: _Table, vip: VipConfig) -> KubernetesConfig:
                 f"'{node_address}' is IPv{ip.version} but the VIP is IPv{vip.family}",
             )
         node_address = str(ip)
+    kubeconfig = t.string("kubeconfig")
+    if ":" in kubeconfig:
+        # The kubernetes client reads a kubeconfig path as a ':'-separated list.
+        raise t.error("kubeconfig", f"'{kubeconfig}' contains ':'; rename or link the file")
     return KubernetesConfig(
-        kubeconfig=t.string("kubeconfig"),
+        kubeconfig=kubeconfig,
         service=service,
         api_servers=api_servers,
         node_address=node_address,

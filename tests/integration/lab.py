@@ -154,17 +154,22 @@ class Lab:
     """Everything one test needs; `close` tears it all down, also after a failure."""
 
     def __init__(
-        self, tmp: Path, *, nodes: Iterable[str] = NODES, bookmark_interval: float = 1.0
+        self,
+        tmp: Path,
+        *,
+        nodes: Iterable[str] = NODES,
+        bookmark_interval: float = 1.0,
+        api_addresses: tuple[str, ...] = NODES,
     ) -> None:
         self.tmp = tmp
         self.ns = Netns()
         self.nodes: dict[str, Node] = {}
         self._processes: list[subprocess.Popen] = []
         try:
-            self.pki = Pki(tmp / "pki")
+            self.pki = Pki(tmp / "pki", server_ips=("127.0.0.1", *api_addresses))
             self.kube = self.ns.call(
                 lambda: FakeKubeApiServer(
-                    self.pki, addresses=NODES, bookmark_interval=bookmark_interval
+                    self.pki, addresses=api_addresses, bookmark_interval=bookmark_interval
                 ).start()
             )
             self.nsx = self.ns.call(
@@ -183,9 +188,9 @@ class Lab:
 
     def config_text(self, address: str, metrics_port: int, **sections: dict[str, Any]) -> str:
         kubeconfig = self.pki.kubeconfig(
-            self.tmp / f"kubelet-{address}.conf",
+            self.tmp / f"kubelet-{address.replace(':', '_')}.conf",
             self.kube.url(address),
-            user_cn=f"system:node:node-{address.rsplit('.', 1)[1]}",
+            user_cn=f"system:node:node-{address.replace(':', '').rsplit('.', 1)[-1] or 'v6'}",
         )
         base: dict[str, dict[str, Any]] = {
             "vip": {"address": VIP, "interface": "lo", "manage": True},
@@ -213,20 +218,21 @@ class Lab:
     def start(self, address: str, *, wait_ready: bool = True, **sections: dict[str, Any]) -> Node:
         index = NODES.index(address) if address in NODES else len(self.nodes)
         port = 9651 + index
+        safe = address.replace(":", "_")
         previous = self.nodes.pop(address, None)
         if previous is not None:  # a restart of the same node
             previous.kill()
             previous.notify.close()
             previous.notify.path.unlink()
-        config = self.tmp / f"litelb-{address}.toml"
+        config = self.tmp / f"litelb-{safe}.toml"
         config.write_text(self.config_text(address, port, **sections))
         config.chmod(0o600)
         node = Node(
             address=address,
             config_path=config,
-            log_path=self.tmp / f"litelb-{address}.log",
+            log_path=self.tmp / f"litelb-{safe}.log",
             metrics_port=port,
-            notify=NotifyListener(self.tmp / f"notify-{address}.sock"),
+            notify=NotifyListener(self.tmp / f"notify-{safe}.sock"),
         )
         self.nodes[address] = node
         self.launch(node)

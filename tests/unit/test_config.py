@@ -283,6 +283,7 @@ ERRORS = [
     ({"vip.manage": '"yes"'}, "vip.manage", "must be true or false, not a string"),
     ({"vip.manage": "1"}, "vip.manage", "must be true or false, not an integer"),
     ({"kubernetes.service": '"kubernetes"'}, "kubernetes.service", "not 'namespace/name'"),
+    ({"kubernetes.kubeconfig": '"/etc/a:b.conf"'}, "kubernetes.kubeconfig", "contains ':'"),
     ({"kubernetes.service": '"default/Kube"'}, "kubernetes.service", "not 'namespace/name'"),
     ({"kubernetes.api_servers": '"https://a"'}, "kubernetes.api_servers", "an array of strings"),
     ({"kubernetes.api_servers": "[1]"}, "kubernetes.api_servers", "not of an integer"),
