@@ -26,7 +26,6 @@ from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config, ConfigError, load
 from litelb.engine import Engine, iso
 from litelb.metrics import Metrics
-from litelb.model import EndpointSnapshot
 from litelb.probeloop import ProbeLoop
 
 log = logging.getLogger("litelb")
@@ -56,7 +55,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.vip = VipManager(config.vip.address, config.vip.interface)
         self.vip_present: Optional[bool] = None
-        self.nsx = NsxClient(config.nsx, on_request=self.metrics.observe_nsx_request)
+        self.nsx = NsxClient(config.nsx, on_request=self._on_nsx_request)
         self.engine = Engine(
             config,
             self.nsx,
@@ -94,7 +93,7 @@ class Daemon:
         self.watcher = EndpointWatcher(
             self.kube,
             family=cfg.vip.family,
-            on_snapshot=self._on_snapshot,
+            on_snapshot=self.engine.set_snapshot,
             stop=self.stop_event,
         )
         self._spawn("kubernetes", self.watcher.run, lambda: self._watcher_progress(), 120.0)
@@ -122,10 +121,11 @@ class Daemon:
         thread.start()
         self.workers.append(Worker(name, thread, progress, stall))
 
-    def _on_snapshot(self, snapshot: EndpointSnapshot) -> None:
-        if self.kube is not None:
-            self.kube.note_endpoints(snapshot)
-        self.engine.set_snapshot(snapshot)
+    def _on_nsx_request(self, method: str, code: str, seconds: float) -> None:
+        self.metrics.observe_nsx_request(method, code, seconds)
+        # One reconcile may wait out a minute of NSX retries against a manager that
+        # drops packets; a worker that keeps sending requests is alive, not hung.
+        self.engine.note_progress()
 
     def _watcher_progress(self) -> float:
         # The watcher counts as making progress while it retries too: a Kubernetes

@@ -185,8 +185,11 @@ class Engine:
 
     @property
     def last_progress(self) -> float:
-        """When the worker last went round its loop (the watchdog reads it)."""
+        """When the worker last went round its loop or heard from NSX (the watchdog reads it)."""
         return self._progress
+
+    def note_progress(self) -> None:
+        self._progress = self._clock()
 
     # -- the worker -----------------------------------------------------------------
 

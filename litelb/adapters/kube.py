@@ -661,8 +661,10 @@ class EndpointWatcher:
     def _interrupt_on_stop(self, done: threading.Event) -> None:
         self._stop.wait()
         # Repeated: a watch opened just as stop was set must not hold up the exit.
-        while not done.is_set():
+        while True:
             self._client.interrupt()
+            if done.wait(0.05):
+                return
             done.wait(STOP_INTERRUPT_INTERVAL)
 
     def _recover(self, e: Exception) -> None:
