@@ -254,6 +254,31 @@ def bench_hang(box: Lab, runs: int, lease: float) -> None:
     )
 
 
+def bench_graceful(box: Lab, runs: int) -> None:
+    print("graceful API server stop → withdrawn (3 nodes)", flush=True)
+    three(box)
+    times = []
+    for _ in range(runs):
+        start = time.monotonic()
+        # A stopping kube-apiserver removes its own endpoint and fails /readyz at once,
+        # then keeps serving for --shutdown-delay-duration.
+        box.kube.set_endpoints([A, B])
+        box.kube.set_ready(C, False)
+        write = write_after(box, start)
+        times.append(write)
+        box.kube.set_ready(C, True)
+        box.kube.set_endpoints(list(NODES))
+        wait_for(lambda: box.hops() == sorted(NODES), 20, "C restored")
+        time.sleep(1.0)
+    stop_all(box)
+    row(
+        f"graceful API server stop → withdrawn (median of {runs})",
+        f"{statistics.median(times) * 1000:.0f} ms",
+        f"max {max(times) * 1000:.0f} ms",
+        "0 failed requests with --shutdown-delay-duration ≥ this + NSX realization",
+    )
+
+
 def bench_leader(box: Lab, runs: int) -> None:
     print("leader's API server hangs / leader VM dies → route corrected (3 nodes)", flush=True)
     hang_times, vm_times = [], []
@@ -299,6 +324,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "idle": lambda b: bench_idle(b, 5 if quick else 30),
         "steady": lambda b: bench_steady(b, 10 if quick else 30),
         "hang": lambda b: bench_hang(b, 2 if quick else 5, 15.0),
+        "graceful": lambda b: bench_graceful(b, 2 if quick else 5),
         "leader": lambda b: bench_leader(b, 2 if quick else 5),
     }
     for name, bench in benches.items():
