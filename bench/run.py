@@ -198,6 +198,13 @@ def three(box: Lab, **sections: dict) -> None:
     box.start(C, **sections)
 
 
+def restore_all(box: Lab) -> None:
+    """All three API servers listed again, and the route back to all of them."""
+    box.kube.set_endpoints(list(NODES))
+    wait_for(lambda: box.hops() == sorted(NODES), 20, "all three restored")
+    time.sleep(1.0)
+
+
 def stop_all(box: Lab) -> None:
     for node in box.nodes.values():
         if node.alive():
@@ -226,8 +233,7 @@ def bench_hang(box: Lab, runs: int, lease: float) -> None:
         box.kube.hang(C)
         with_probes.append(timed(lambda: box.hops() == [A, B], 20))
         box.serve_api(C)
-        wait_for(lambda: box.hops() == sorted(NODES), 20, "C restored")
-        time.sleep(1.0)
+        restore_all(box)
     stop_all(box)
     three(box, health={"enabled": False})
     without = []
@@ -241,9 +247,7 @@ def bench_hang(box: Lab, runs: int, lease: float) -> None:
         wait_for(lambda: box.hops() == [A, B], 20, "withdrawn by slice")
         without.append(time.monotonic() - start)
         box.serve_api(C)
-        box.kube.set_endpoints(list(NODES))
-        wait_for(lambda: box.hops() == sorted(NODES), 20, "C restored")
-        time.sleep(1.0)
+        restore_all(box)
     stop_all(box)
     m1, m2 = statistics.median(with_probes), statistics.median(without)
     row(
@@ -267,9 +271,7 @@ def bench_graceful(box: Lab, runs: int) -> None:
         write = write_after(box, start)
         times.append(write)
         box.kube.set_ready(C, True)
-        box.kube.set_endpoints(list(NODES))
-        wait_for(lambda: box.hops() == sorted(NODES), 20, "C restored")
-        time.sleep(1.0)
+        restore_all(box)
     stop_all(box)
     row(
         f"graceful API server stop → withdrawn (median of {runs})",
