@@ -18,7 +18,6 @@ from typing import Callable, Optional
 from litelb import __version__, logs
 from litelb.adapters.http import StatusServer, StatusServerError
 from litelb.adapters.kube import EndpointWatcher, KubeClient, KubeError, find_kubeconfig
-from litelb.adapters.kubeconfig import load_configuration
 from litelb.adapters.nsx import NsxClient
 from litelb.adapters.probe import Prober, tls_context
 from litelb.adapters.systemd import Notifier
@@ -99,11 +98,10 @@ class Daemon:
         self._spawn("kubernetes", self.watcher.run, lambda: self._watcher_progress(), 120.0)
         self._spawn("reconcile", self.engine.run, lambda: self.engine.last_progress, 30.0)
         if cfg.health.enabled:
-            kube_tls = load_configuration(path)
             self.prober = Prober(
                 path=cfg.health.path,
                 timeout=cfg.health.timeout,
-                context=tls_context(kube_tls.ssl_ca_cert, kube_tls.cert_file, kube_tls.key_file),
+                context=tls_context(*self.kube.tls_files()),
             )
             probes = ProbeLoop(cfg, self.prober, self.engine, self.stop_event)
             stall = cfg.health.interval + cfg.health.timeout + 30.0

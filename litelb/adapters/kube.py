@@ -254,6 +254,8 @@ class KubeClient:
         self._kubeconfig_server = base.host.rstrip("/")
         self._kubeconfig_host = urllib.parse.urlsplit(self._kubeconfig_server).hostname or ""
         self._ca_file: Optional[str] = base.ssl_ca_cert
+        self._client_cert: Optional[str] = base.cert_file
+        self._client_key: Optional[str] = base.key_file
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, Optional[str]], k8s_client.ApiClient] = {}
         # Servers whose certificate is verified for the kubeconfig's host name.
@@ -577,6 +579,10 @@ class KubeClient:
             elif kind == "DNS":
                 sans.append(value)
         return _peer_name_text(cert.get("subject")), tuple(sans)
+
+    def tls_files(self) -> tuple[Optional[str], Optional[str], Optional[str]]:
+        """(CA, client certificate, client key) files of the kubeconfig, for the probes."""
+        return self._ca_file, self._client_cert, self._client_key
 
     def server_certificate_sans(self) -> tuple[str, ...]:
         return self.server_certificate()[1]
