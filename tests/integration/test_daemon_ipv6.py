@@ -30,7 +30,10 @@ def test_ipv6_vip_route_and_probes(tmp_path: Path) -> None:
         assert r["network"] == f"{VIP6}/128"
         assert [h["ip_address"] for h in r["next_hops"]] == [NODE6]
         assert f"inet6 {VIP6}/128" in box.ns.addresses()
-        status = box.status(node)
+        # /status is published after the write is read back: wait for it to settle.
+        status = wait_for(
+            lambda: (s := box.status(node))["route"]["in_sync"] and s, 10, "status in sync", node
+        )
         assert status["leader"] is True
         assert status["endpoints"] == [{"address": NODE6, "ready": True, "healthy": True}]
     finally:
