@@ -106,7 +106,6 @@ class _Memory:
     dead_since: dict[str, float] = field(default_factory=dict)
     stale_since: Optional[float] = None
     held_since: Optional[float] = None
-    was_leader: bool = False
     last_ready: tuple[str, ...] = ()
     last_write: float = float("-inf")
     next_resync: float = 0.0
@@ -270,12 +269,13 @@ class Engine:
         if not view.synced:
             return Decision(Action.NOOP, Reason.NOT_SYNCED)
         actual = self._nsx.get_route()
+        last_leader = m.actual.leader if m.actual is not None else None
         m.actual = actual
         held = track_hold_down(
-            m.held_since, was_leader=m.was_leader, actual=actual, node=view.node, now=now
+            m.held_since, last_leader=last_leader, actual=actual, node=view.node, now=now
         )
         if held != m.held_since and actual is not None:
-            log.warning("%s took the route over from this node", actual.leader)
+            log.warning("%s took the route over from %s", actual.leader, last_leader)
         m.held_since = held
         watched = set(view.ready) | set(m.last_ready)
         if actual is not None:
@@ -306,9 +306,6 @@ class Engine:
             if now < spaced_at and not view.stopping:
                 return replace(decision, action=Action.NOOP, recheck_at=spaced_at)
             self._write(decision, actual, now)
-        m.was_leader = (
-            view.node is not None and m.actual is not None and (m.actual.leader == view.node)
-        )
         return decision
 
     def _write(self, decision: Decision, actual: Optional[Route], now: float) -> None:

@@ -186,19 +186,24 @@ def own_identity(
 def track_hold_down(
     previous: Optional[float],
     *,
-    was_leader: bool,
+    last_leader: Optional[str],
     actual: Optional[Route],
     node: Optional[str],
     now: float,
 ) -> Optional[float]:
-    """When this node's hold-down began: also when another node takes the route from it.
+    """When this node's hold-down began: also when it sees another node take the route.
 
-    A takeover starts the taker's hold-down (the engine records that when the write
-    succeeds). Two nodes that cannot probe
-    each other would still swap the route back and forth once per takeover_after if
-    the displaced one could answer at once; counting the displacement too limits the
-    route to one change of leader per hold_down. Pure.
+    `last_leader` is the leader named in the route this node read (or wrote) last,
+    None before its first read. A takeover starts the taker's hold-down (the engine
+    records that when the write succeeds); seeing the leader change to another node
+    starts this node's too, whether it was displaced or only watched. Nodes that
+    cannot probe each other would otherwise hand the route round: with only the
+    displaced node held, each of the others may take over takeover_after after the
+    last, so n nodes split n ways change the leader n - 1 times per hold_down. Held
+    by any change they see, they change it at most once per hold_down. Pure.
     """
-    if was_leader and actual is not None and actual.leader not in (None, node):
+    if actual is None or last_leader is None:
+        return previous
+    if actual.leader not in (None, node, last_leader):
         return now
     return previous

@@ -212,11 +212,21 @@ def test_track_stale_only_counts_the_endpointslice() -> None:
     assert track_stale(1.0, None, ready=(A, B), now=4.0) is None
 
 
-def test_track_hold_down_starts_on_displacement_only() -> None:
+def test_track_hold_down_starts_when_the_leader_changes_to_another_node() -> None:
     kw = {"node": A, "now": 9.0}
-    assert track_hold_down(None, was_leader=True, actual=route(ALL, B), **kw) == 9.0
-    assert track_hold_down(None, was_leader=True, actual=route(ALL, A), **kw) is None
-    assert track_hold_down(3.0, was_leader=False, actual=route(ALL, B), **kw) == 3.0
+    # displaced
+    assert track_hold_down(None, last_leader=A, actual=route(ALL, B), **kw) == 9.0
+    # still the leader, or its own takeover read back
+    assert track_hold_down(None, last_leader=A, actual=route(ALL, A), **kw) is None
+    assert track_hold_down(3.0, last_leader=B, actual=route(ALL, A), **kw) == 3.0
+    # found by the model check: a node that only watched B take over from C is held
+    # too, or n nodes that cannot see each other change the leader n - 1 times per
+    # hold_down
+    assert track_hold_down(None, last_leader=C, actual=route(ALL, B), **kw) == 9.0
+    # no change, no earlier read, or a leaderless route: the hold-down stays as it was
+    assert track_hold_down(3.0, last_leader=B, actual=route(ALL, B), **kw) == 3.0
+    assert track_hold_down(None, last_leader=None, actual=route(ALL, B), **kw) is None
+    assert track_hold_down(None, last_leader=B, actual=route(ALL, None), **kw) is None
 
 
 def test_own_identity() -> None:
@@ -228,7 +238,7 @@ def test_own_identity() -> None:
 def test_two_nodes_that_cannot_see_each_other_change_leader_at_most_once_per_hold_down() -> None:
     """A and B each think the other's API server is dead; the route must not flap."""
     store: dict[str, Optional[Route]] = {"route": route((A, B), A)}
-    state = {n: {"dead": {}, "held": None, "was_leader": n == A} for n in (A, B)}
+    state = {n: {"dead": {}, "held": None, "last": A} for n in (A, B)}
     changes: list[tuple[float, str]] = []
     t = 0.0
     while t < 185.0:
@@ -236,7 +246,7 @@ def test_two_nodes_that_cannot_see_each_other_change_leader_at_most_once_per_hol
             s = state[node]
             actual = store["route"]
             s["held"] = track_hold_down(
-                s["held"], was_leader=s["was_leader"], actual=actual, node=node, now=t
+                s["held"], last_leader=s["last"], actual=actual, node=node, now=t
             )
             s["dead"] = track_dead(s["dead"], alive={node}, watched={A, B}, now=t)
             d = decide(
@@ -254,7 +264,7 @@ def test_two_nodes_that_cannot_see_each_other_change_leader_at_most_once_per_hol
                 store["route"] = d.route
                 if d.takeover:
                     s["held"] = t
-            s["was_leader"] = store["route"] is not None and store["route"].leader == node
+            s["last"] = store["route"].leader if store["route"] is not None else None
         t += 0.5
     gaps = [b[0] - a[0] for a, b in zip(changes, changes[1:])]
     assert changes, "the nodes do fight, but slowly"
