@@ -269,13 +269,19 @@ class Engine:
         if not view.synced:
             return Decision(Action.NOOP, Reason.NOT_SYNCED)
         actual = self._nsx.get_route()
+        coordination = self._cfg.coordination
         last_leader = m.actual.leader if m.actual is not None else None
         m.actual = actual
         held = track_hold_down(
             m.held_since, last_leader=last_leader, actual=actual, node=view.node, now=now
         )
         if held != m.held_since and actual is not None:
-            log.warning("%s took the route over from %s", actual.leader, last_leader)
+            log.warning(
+                "leader changed from %s to %s: no takeover by this node for %g s (hold-down)",
+                last_leader,
+                actual.leader,
+                coordination.hold_down,
+            )
         m.held_since = held
         watched = set(view.ready) | set(m.last_ready)
         if actual is not None:
@@ -289,7 +295,6 @@ class Engine:
         )
         m.stale_since = track_stale(m.stale_since, actual, view.ready, now)
         m.last_ready = view.ready
-        coordination = self._cfg.coordination
         decision = decide(
             view,
             actual,
