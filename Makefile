@@ -4,7 +4,7 @@ VENV_COMPAT ?= .venv-compat
 PY          := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test test-compat lint demo bench deb rpm clean
+.PHONY: test test-compat lint demo bench modelcheck soak deb rpm clean
 
 $(VENV)/.stamp: pyproject.toml scripts/bootstrap
 	scripts/bootstrap $(VENV)
@@ -28,6 +28,14 @@ demo: $(VENV)/.stamp
 
 bench: $(VENV)/.stamp
 	$(PY) -m bench.run
+
+# The leader protocol's model check, larger than the test's 2,100 runs.
+modelcheck: $(VENV)/.stamp
+	$(PY) -m tests.model.protocol --runs $(or $(MODEL_RUNS),20000)
+
+# Three daemons under rotating faults; SOAK_MINUTES=180 for 3 h.
+soak: $(VENV)/.stamp
+	$(PY) -m bench.soak --minutes $(or $(SOAK_MINUTES),30)
 
 deb:
 	scripts/build-deb

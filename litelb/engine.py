@@ -20,13 +20,14 @@ from typing import Callable, Optional, Protocol
 from litelb.adapters.nsx import NsxAuthError, NsxConflictError, NsxError
 from litelb.config import Config
 from litelb.core.decide import (
-    Clocks,
     Decision,
+    LeaderTimeouts,
+    TimerStarts,
     View,
     decide,
     own_identity,
     track_dead,
-    track_held,
+    track_hold_down,
     track_stale,
 )
 from litelb.core.health import Health, healthy_addresses
@@ -105,7 +106,6 @@ class _Memory:
     dead_since: dict[str, float] = field(default_factory=dict)
     stale_since: Optional[float] = None
     held_since: Optional[float] = None
-    was_leader: bool = False
     last_ready: tuple[str, ...] = ()
     last_write: float = float("-inf")
     next_resync: float = 0.0
@@ -269,12 +269,19 @@ class Engine:
         if not view.synced:
             return Decision(Action.NOOP, Reason.NOT_SYNCED)
         actual = self._nsx.get_route()
+        coordination = self._cfg.coordination
+        last_leader = m.actual.leader if m.actual is not None else None
         m.actual = actual
-        held = track_held(
-            m.held_since, was_leader=m.was_leader, actual=actual, node=view.node, now=now
+        held = track_hold_down(
+            m.held_since, last_leader=last_leader, actual=actual, node=view.node, now=now
         )
         if held != m.held_since and actual is not None:
-            log.warning("%s took the route over from this node", actual.leader)
+            log.warning(
+                "leader changed from %s to %s: no takeover by this node for %g s (hold-down)",
+                last_leader,
+                actual.leader,
+                coordination.hold_down,
+            )
         m.held_since = held
         watched = set(view.ready) | set(m.last_ready)
         if actual is not None:
@@ -284,15 +291,17 @@ class Engine:
                 a: h.failing_since for a, h in self._health.items() if h.failing_since is not None
             }
         m.dead_since = track_dead(
-            m.dead_since, alive=view.healthy, watched=watched, now=now, failing_since=failing
+            m.dead_since, alive=view.routable, watched=watched, now=now, failing_since=failing
         )
         m.stale_since = track_stale(m.stale_since, actual, view.ready, now)
         m.last_ready = view.ready
         decision = decide(
             view,
             actual,
-            Clocks(now, m.dead_since, m.stale_since, m.held_since),
-            self._cfg.coordination,
+            TimerStarts(now, m.dead_since, m.stale_since, m.held_since),
+            LeaderTimeouts(
+                coordination.takeover_after, coordination.stale_after, coordination.hold_down
+            ),
             vip=self._cfg.vip.address,
             display_name=self._display_name,
         )
@@ -302,9 +311,6 @@ class Engine:
             if now < spaced_at and not view.stopping:
                 return replace(decision, action=Action.NOOP, recheck_at=spaced_at)
             self._write(decision, actual, now)
-        m.was_leader = (
-            view.node is not None and m.actual is not None and (m.actual.leader == view.node)
-        )
         return decision
 
     def _write(self, decision: Decision, actual: Optional[Route], now: float) -> None:
@@ -373,7 +379,7 @@ class Engine:
         m = self._memory
         actual = m.actual if view.synced else None
         hops = tuple(sorted(actual.next_hops, key=ip_sort_key)) if actual else ()
-        in_sync = bool(actual) and actual.managed and hops == view.healthy and bool(hops)
+        in_sync = bool(actual) and actual.managed and hops == view.routable and bool(hops)
         with self._lock:
             health = self._health
             snapshot = self._snapshot
@@ -389,7 +395,7 @@ class Engine:
             synced=view.synced,
             endpoints=endpoints,
             next_hops=hops,
-            desired_hops=view.healthy,
+            desired_hops=view.routable,
             in_sync=in_sync,
             last_sync=last_sync,
             last_error=error,
@@ -399,7 +405,7 @@ class Engine:
         mt = self._metrics
         mt.is_leader.set(1 if status.is_leader else 0)
         mt.endpoints_ready.set(len(view.ready))
-        mt.endpoints_healthy.set(len(view.healthy))
+        mt.endpoints_healthy.set(len(view.routable))
         mt.route_next_hops.set(len(hops))
         mt.route_in_sync.set(1 if in_sync else 0)
         if in_sync:

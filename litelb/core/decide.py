@@ -1,9 +1,8 @@
-"""Who writes the route, and what: the leader rule of SPEC §4.5 and fail-static of §4.8.
+"""Who writes the route, and what: the leader rule and fail-static.
 
-Everything here is a purely computational function with no side effects: the
-engine hands in a snapshot of what this node sees and what NSX holds, and gets
-back a Decision that carries its reason and, when a timer matters, the moment
-at which the answer may change.
+Pure: the engine hands in a snapshot of what this node sees and what NSX holds,
+and gets back a Decision that carries its reason and, when a timer matters, the
+moment at which the answer may change. No I/O, no clock, no configuration module.
 """
 
 from __future__ import annotations
@@ -12,9 +11,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Optional
 
-from litelb.config import CoordinationConfig
 from litelb.core.route import desired_route, same_route
 from litelb.model import Action, Reason, Route, ip_sort_key
+
+
+@dataclass(frozen=True)
+class LeaderTimeouts:
+    """How long the leader rule waits, in seconds (the `[coordination]` settings)."""
+
+    takeover_after: float = 1.0  # the leader must look dead this long before a takeover
+    stale_after: float = 10.0  # the route may keep a hop the EndpointSlices dropped this long
+    hold_down: float = 30.0  # no takeover this long after this node's last takeover or loss
 
 
 @dataclass(frozen=True)
@@ -23,19 +30,21 @@ class View:
 
     node: Optional[str]  # this node's identity: its own API server address
     ready: tuple[str, ...]  # addresses the EndpointSlices call ready (the shared truth)
-    healthy: tuple[str, ...]  # of those, the ones this node's probes pass (fail-static applied)
+    # The next hops this node would write: the ready addresses its probes pass, or all
+    # of them when none passes (fail-static, see core.health.healthy_addresses).
+    routable: tuple[str, ...]
     synced: bool = True  # the first EndpointSlice list has completed
     stopping: bool = False  # SIGTERM: hand leadership over
 
 
 @dataclass(frozen=True)
-class Clocks:
-    """Times (monotonic seconds) the engine remembers between reconciles."""
+class TimerStarts:
+    """Now, and when each timer of the leader rule started (monotonic seconds)."""
 
     now: float
     dead_since: Mapping[str, float] = field(default_factory=dict)
     stale_since: Optional[float] = None
-    held_since: Optional[float] = None  # this node's last takeover, or when it was displaced
+    hold_down_since: Optional[float] = None  # this node's last takeover, or its displacement
 
 
 @dataclass(frozen=True)
@@ -50,13 +59,13 @@ class Decision:
 def decide(
     view: View,
     actual: Optional[Route],
-    clocks: Clocks,
-    coordination: CoordinationConfig,
+    timers: TimerStarts,
+    timeouts: LeaderTimeouts,
     *,
     vip: str,
     display_name: str,
 ) -> Decision:
-    """Decide what to do about the route NSX holds (`actual`, None when missing)."""
+    """Decide what to do about the route NSX holds (`actual`, None when missing). Pure."""
     if not view.synced:
         return Decision(Action.NOOP, Reason.NOT_SYNCED)
     if actual is not None and not actual.managed:
@@ -69,29 +78,29 @@ def decide(
     if view.stopping:
         return Decision(Action.NOOP, Reason.NOT_LEADER)
 
-    reason, recheck_at = _takeover_reason(actual, clocks, coordination)
+    reason, recheck_at = _takeover_reason(actual, timers, timeouts)
     if reason is None:
         return Decision(Action.NOOP, Reason.NOT_LEADER, recheck_at=recheck_at)
     # Creating a missing route cannot make it flap (a second creator gets 412),
     # and without it no client reaches the VIP at all: hold-down does not apply.
-    if reason is not Reason.CREATE and clocks.held_since is not None:
-        free_at = clocks.held_since + coordination.hold_down
-        if clocks.now < free_at:
+    if reason is not Reason.CREATE and timers.hold_down_since is not None:
+        free_at = timers.hold_down_since + timeouts.hold_down
+        if timers.now < free_at:
             return Decision(Action.NOOP, Reason.HOLD_DOWN, recheck_at=free_at)
-    if not view.healthy:
+    if not view.routable:
         return Decision(Action.NOOP, Reason.NO_HEALTHY_ENDPOINTS)
     route = desired_route(
-        vip=vip, display_name=display_name, next_hops=view.healthy, leader=me, actual=actual
+        vip=vip, display_name=display_name, next_hops=view.routable, leader=me, actual=actual
     )
     return Decision(Action.WRITE, reason, route, takeover=True)
 
 
 def _lead(view: View, actual: Route, *, vip: str, display_name: str) -> Decision:
-    hops = view.healthy
+    hops = view.routable
     leader = view.node or ""
     reason = Reason.DRIFT
     if view.stopping:
-        successor = next((a for a in (*view.healthy, *view.ready) if a != view.node), None)
+        successor = next((a for a in (*view.routable, *view.ready) if a != view.node), None)
         if successor is None:
             return Decision(Action.NOOP, Reason.IN_SYNC)
         leader, reason = successor, Reason.HANDOVER
@@ -108,20 +117,21 @@ def _lead(view: View, actual: Route, *, vip: str, display_name: str) -> Decision
 
 
 def _takeover_reason(
-    actual: Optional[Route], clocks: Clocks, coordination: CoordinationConfig
+    actual: Optional[Route], timers: TimerStarts, timeouts: LeaderTimeouts
 ) -> tuple[Optional[Reason], Optional[float]]:
-    """SPEC §4.5 (a)–(c): may this node take the route over, and if not yet, from when?"""
+    """May this node take the route over (missing or leaderless, leader dead, stale hop),
+    and if not yet, from when?"""
     if actual is None:
         return Reason.CREATE, None
     if actual.leader is None:
         return Reason.TAKEOVER, None
     due: list[float] = []
-    dead_since = clocks.dead_since.get(actual.leader)
+    dead_since = timers.dead_since.get(actual.leader)
     if dead_since is not None:
-        due.append(dead_since + coordination.takeover_after)
-    if clocks.stale_since is not None:
-        due.append(clocks.stale_since + coordination.stale_after)
-    if any(clocks.now >= t for t in due):
+        due.append(dead_since + timeouts.takeover_after)
+    if timers.stale_since is not None:
+        due.append(timers.stale_since + timeouts.stale_after)
+    if any(timers.now >= t for t in due):
         return Reason.TAKEOVER, None
     return None, min(due, default=None)
 
@@ -137,7 +147,7 @@ def track_dead(
 
     `failing_since` says when an address's current run of failed probes began,
     which may be before this node first saw it as dead (the `fall` threshold
-    takes a few probes to reach).
+    takes a few probes to reach). Pure.
     """
     alive_set = set(alive)
     hints = failing_since or {}
@@ -153,7 +163,7 @@ def track_stale(
 
     A live leader withdraws such a hop at once, so one that stays means the leader's
     daemon is dead or cannot write. Only the shared truth (the EndpointSlices) counts,
-    never this node's probes, so nodes whose probes disagree cannot fight over it.
+    never this node's probes, so nodes whose probes disagree cannot fight over it. Pure.
     """
     if actual is None or not actual.managed:
         return None
@@ -173,21 +183,27 @@ def own_identity(
     return mine[0] if mine else None
 
 
-def track_held(
+def track_hold_down(
     previous: Optional[float],
     *,
-    was_leader: bool,
+    last_leader: Optional[str],
     actual: Optional[Route],
     node: Optional[str],
     now: float,
 ) -> Optional[float]:
-    """Start this node's hold-down also when another node takes the route from it.
+    """When this node's hold-down began: also when it sees another node take the route.
 
-    SPEC §4.5 starts hold-down at a node's own takeover. Two nodes that cannot probe
-    each other would still swap the route back and forth once per takeover_after if
-    the displaced one could answer at once; counting the displacement too limits the
-    route to one change of leader per hold_down.
+    `last_leader` is the leader named in the route this node read (or wrote) last,
+    None before its first read. A takeover starts the taker's hold-down (the engine
+    records that when the write succeeds); seeing the leader change to another node
+    starts this node's too, whether it was displaced or only watched. Nodes that
+    cannot probe each other would otherwise hand the route round: with only the
+    displaced node held, each of the others may take over takeover_after after the
+    last, so n nodes split n ways change the leader n - 1 times per hold_down. Held
+    by any change they see, they change it at most once per hold_down. Pure.
     """
-    if was_leader and actual is not None and actual.leader not in (None, node):
+    if actual is None or last_leader is None:
+        return previous
+    if actual.leader not in (None, node, last_leader):
         return now
     return previous

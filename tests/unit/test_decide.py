@@ -1,21 +1,23 @@
-"""The leader rule and fail-static, as tables of situations (SPEC §4.5, §4.7, §4.8)."""
+"""The leader rule and fail-static, as tables of situations."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from typing import Optional
 
 import pytest
 
-from litelb.config import CoordinationConfig
 from litelb.core.decide import (
-    Clocks,
     Decision,
+    LeaderTimeouts,
+    TimerStarts,
     View,
     decide,
     own_identity,
     track_dead,
-    track_held,
+    track_hold_down,
     track_stale,
 )
 from litelb.core.route import desired_route, same_route
@@ -24,7 +26,7 @@ from litelb.model import Action, Reason, Route, Tag
 VIP = "192.168.160.249"
 NAME = "litelb-192-168-160-249"
 A, B, C = "10.20.4.2", "10.20.4.3", "10.20.4.10"
-COORD = CoordinationConfig(takeover_after=1.0, stale_after=10.0, hold_down=30.0)
+COORD = LeaderTimeouts(takeover_after=1.0, stale_after=10.0, hold_down=30.0)
 
 
 def route(hops: tuple[str, ...], leader: Optional[str], **kw: object) -> Route:
@@ -34,15 +36,15 @@ def route(hops: tuple[str, ...], leader: Optional[str], **kw: object) -> Route:
     return replace(r, **{"revision": 7, **kw})
 
 
-def run(view: View, actual: Optional[Route], clocks: Optional[Clocks] = None) -> Decision:
-    return decide(view, actual, clocks or Clocks(now=100.0), COORD, vip=VIP, display_name=NAME)
+def run(view: View, actual: Optional[Route], timers: Optional[TimerStarts] = None) -> Decision:
+    return decide(view, actual, timers or TimerStarts(now=100.0), COORD, vip=VIP, display_name=NAME)
 
 
 ALL = (A, B, C)
 
 
 @pytest.mark.parametrize(
-    ("view", "actual", "clocks", "action", "reason"),
+    ("view", "actual", "timers", "action", "reason"),
     [
         # nothing happens before the first EndpointSlice list
         (View(A, ALL, ALL, synced=False), None, None, Action.NOOP, Reason.NOT_SYNCED),
@@ -75,7 +77,7 @@ ALL = (A, B, C)
         (
             View(B, ALL, (B, C)),
             route(ALL, A),
-            Clocks(100.0, {A: 99.0}),
+            TimerStarts(100.0, {A: 99.0}),
             Action.WRITE,
             Reason.TAKEOVER,
         ),
@@ -83,7 +85,7 @@ ALL = (A, B, C)
         (
             View(B, ALL, (B, C)),
             route(ALL, A),
-            Clocks(100.0, {A: 99.5}),
+            TimerStarts(100.0, {A: 99.5}),
             Action.NOOP,
             Reason.NOT_LEADER,
         ),
@@ -91,14 +93,14 @@ ALL = (A, B, C)
         (
             View(B, (A, B), (A, B)),
             route(ALL, A),
-            Clocks(100.0, stale_since=90.0),
+            TimerStarts(100.0, stale_since=90.0),
             Action.WRITE,
             Reason.TAKEOVER,
         ),
         (
             View(B, (A, B), (A, B)),
             route(ALL, A),
-            Clocks(100.0, stale_since=95.0),
+            TimerStarts(100.0, stale_since=95.0),
             Action.NOOP,
             Reason.NOT_LEADER,
         ),
@@ -106,24 +108,30 @@ ALL = (A, B, C)
         (
             View(B, ALL, (B, C)),
             route(ALL, A),
-            Clocks(100.0, {A: 90.0}, held_since=80.0),
+            TimerStarts(100.0, {A: 90.0}, hold_down_since=80.0),
             Action.NOOP,
             Reason.HOLD_DOWN,
         ),
         (
             View(B, ALL, (B, C)),
             route(ALL, A),
-            Clocks(100.0, {A: 90.0}, held_since=70.0),
+            TimerStarts(100.0, {A: 90.0}, hold_down_since=70.0),
             Action.WRITE,
             Reason.TAKEOVER,
         ),
         # hold-down never keeps a missing route missing
-        (View(B, ALL, ALL), None, Clocks(100.0, held_since=99.0), Action.WRITE, Reason.CREATE),
+        (
+            View(B, ALL, ALL),
+            None,
+            TimerStarts(100.0, hold_down_since=99.0),
+            Action.WRITE,
+            Reason.CREATE,
+        ),
         # a takeover with nothing healthy would write an empty list: no
         (
             View(B, ALL, ()),
             route(ALL, A),
-            Clocks(100.0, {A: 50.0}),
+            TimerStarts(100.0, {A: 50.0}),
             Action.NOOP,
             Reason.NO_HEALTHY_ENDPOINTS,
         ),
@@ -138,11 +146,11 @@ ALL = (A, B, C)
 def test_decision_table(
     view: View,
     actual: Optional[Route],
-    clocks: Optional[Clocks],
+    timers: Optional[TimerStarts],
     action: Action,
     reason: Reason,
 ) -> None:
-    d = run(view, actual, clocks)
+    d = run(view, actual, timers)
     assert (d.action, d.reason) == (action, reason)
     if d.action is Action.WRITE:
         assert d.route is not None and d.route.next_hops, "never an empty next-hop list"
@@ -167,9 +175,11 @@ def test_handover_names_successor_and_keeps_hops() -> None:
 
 
 def test_recheck_at_says_when_takeover_becomes_due() -> None:
-    d = run(View(B, ALL, (B, C)), route(ALL, A), Clocks(100.0, {A: 99.5}, stale_since=95.0))
+    d = run(View(B, ALL, (B, C)), route(ALL, A), TimerStarts(100.0, {A: 99.5}, stale_since=95.0))
     assert d.recheck_at == pytest.approx(100.5)
-    d = run(View(B, ALL, (B, C)), route(ALL, A), Clocks(100.0, {A: 90.0}, held_since=80.0))
+    d = run(
+        View(B, ALL, (B, C)), route(ALL, A), TimerStarts(100.0, {A: 90.0}, hold_down_since=80.0)
+    )
     assert d.recheck_at == pytest.approx(110.0)
 
 
@@ -202,11 +212,21 @@ def test_track_stale_only_counts_the_endpointslice() -> None:
     assert track_stale(1.0, None, ready=(A, B), now=4.0) is None
 
 
-def test_track_held_starts_on_displacement_only() -> None:
+def test_track_hold_down_starts_when_the_leader_changes_to_another_node() -> None:
     kw = {"node": A, "now": 9.0}
-    assert track_held(None, was_leader=True, actual=route(ALL, B), **kw) == 9.0
-    assert track_held(None, was_leader=True, actual=route(ALL, A), **kw) is None
-    assert track_held(3.0, was_leader=False, actual=route(ALL, B), **kw) == 3.0
+    # displaced
+    assert track_hold_down(None, last_leader=A, actual=route(ALL, B), **kw) == 9.0
+    # still the leader, or its own takeover read back
+    assert track_hold_down(None, last_leader=A, actual=route(ALL, A), **kw) is None
+    assert track_hold_down(3.0, last_leader=B, actual=route(ALL, A), **kw) == 3.0
+    # found by the model check: a node that only watched B take over from C is held
+    # too, or n nodes that cannot see each other change the leader n - 1 times per
+    # hold_down
+    assert track_hold_down(None, last_leader=C, actual=route(ALL, B), **kw) == 9.0
+    # no change, no earlier read, or a leaderless route: the hold-down stays as it was
+    assert track_hold_down(3.0, last_leader=B, actual=route(ALL, B), **kw) == 3.0
+    assert track_hold_down(None, last_leader=None, actual=route(ALL, B), **kw) is None
+    assert track_hold_down(None, last_leader=B, actual=route(ALL, None), **kw) is None
 
 
 def test_own_identity() -> None:
@@ -218,21 +238,21 @@ def test_own_identity() -> None:
 def test_two_nodes_that_cannot_see_each_other_change_leader_at_most_once_per_hold_down() -> None:
     """A and B each think the other's API server is dead; the route must not flap."""
     store: dict[str, Optional[Route]] = {"route": route((A, B), A)}
-    state = {n: {"dead": {}, "held": None, "was_leader": n == A} for n in (A, B)}
+    state = {n: {"dead": {}, "held": None, "last": A} for n in (A, B)}
     changes: list[tuple[float, str]] = []
     t = 0.0
     while t < 185.0:
         for node in (A, B):
             s = state[node]
             actual = store["route"]
-            s["held"] = track_held(
-                s["held"], was_leader=s["was_leader"], actual=actual, node=node, now=t
+            s["held"] = track_hold_down(
+                s["held"], last_leader=s["last"], actual=actual, node=node, now=t
             )
             s["dead"] = track_dead(s["dead"], alive={node}, watched={A, B}, now=t)
             d = decide(
                 View(node, (A, B), (node,)),
                 actual,
-                Clocks(t, s["dead"], held_since=s["held"]),
+                TimerStarts(t, s["dead"], hold_down_since=s["held"]),
                 COORD,
                 vip=VIP,
                 display_name=NAME,
@@ -244,7 +264,7 @@ def test_two_nodes_that_cannot_see_each_other_change_leader_at_most_once_per_hol
                 store["route"] = d.route
                 if d.takeover:
                     s["held"] = t
-            s["was_leader"] = store["route"] is not None and store["route"].leader == node
+            s["last"] = store["route"].leader if store["route"] is not None else None
         t += 0.5
     gaps = [b[0] - a[0] for a, b in zip(changes, changes[1:])]
     assert changes, "the nodes do fight, but slowly"
@@ -257,3 +277,13 @@ def test_track_dead_dates_death_from_the_first_failed_probe() -> None:
     # a remembered moment is kept; a hint from the future is not believed
     assert track_dead(d, alive={A}, watched={B}, now=6.0, failing_since={B: 5.5}) == {B: 3.0}
     assert track_dead({}, alive=(), watched={B}, now=6.0, failing_since={B: 9.0}) == {B: 6.0}
+
+
+def test_the_core_imports_no_configuration_module() -> None:
+    code = (
+        "import sys, litelb.core.decide, litelb.core.route, litelb.core.health; "
+        "print(sorted(m for m in sys.modules if m.startswith('litelb') and "
+        "not m.startswith('litelb.core')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['litelb', 'litelb.model']"
