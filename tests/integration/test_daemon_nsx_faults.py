@@ -1,0 +1,83 @@
+"""`litelb run` against an NSX that misbehaves: answers of the wrong shape, an outage
+of 503s, a black-holed manager, and principal identities that protect their objects."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.integration.lab import NODES, Lab, Node, wait_for
+
+pytestmark = pytest.mark.netns
+A, B, C = NODES
+
+
+def metric(box: Lab, node: Node, name: str) -> float:
+    code, body = box.http_get(node, "/metrics")
+    assert code == 200
+    found = re.search(rf"^{re.escape(name)} (\S+)$", body, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.mark.parametrize(
+    ("body", "pad_to", "words"),
+    [
+        ('{"network": "192.168.160.249/32", "next_hops": ["10.0.0.1"], "_revision": 0}', 0,
+         "a next hop is str"),
+        ('{"network": "192.168.160.249/32", "next_hops": [{"ip_address": "10.0.0.1/32"}], '
+         '"_revision": 0}', 0, "'10.0.0.1/32' is not an IP address"),
+        ('{"network": "192.168.160.249/32"}', 0, "next_hops is missing"),
+        ("<html><body>502 Bad Gateway</body></html>", 0, "not a JSON object"),
+        ("{}", 10_000_000, "longer than 1048576 bytes"),
+    ],
+    ids=["hop-not-an-object", "hop-not-an-address", "no-hops", "not-json", "10-MB"],
+)  # fmt: skip
+def test_an_nsx_answer_of_the_wrong_shape_fails_one_pass_and_nothing_else(
+    box: Lab, body: str, pad_to: int, words: str
+) -> None:
+    node = box.start(A)
+    wait_for(lambda: box.hops() == sorted(NODES), 10, "route created", node)
+    errors_before = metric(box, node, "litelb_reconcile_errors_total")
+    writes_before = len(box.route_writes())
+    box.nsx.malformed(body, count=2, method="GET", pad_to=pad_to)
+    box.kube.set_endpoints([A, B])  # a change: the daemon reads the route at once
+    wait_for(
+        lambda: words in (box.status(node)["route"]["last_error"] or ""),
+        5,
+        f"/status route.last_error saying {words!r}",
+        node,
+    )
+    assert len(box.route_writes()) == writes_before, "nothing written from a bad answer"
+    assert metric(box, node, "litelb_reconcile_errors_total") > errors_before
+    # The worker carries on: once NSX answers properly again, the change is written.
+    wait_for(lambda: box.hops() == [A, B], 10, "route updated after the bad answers", node)
+    wait_for(lambda: box.status(node)["route"]["last_error"] is None, 5, "error cleared", node)
+    assert node.alive() and box.http_get(node, "/healthz") == (200, "ok\n")
+    log = node.log()
+    assert words in log and "Traceback" not in log, log[-3000:]
+    assert "not making progress" not in log
+
+
+def test_an_nsx_outage_of_503s_is_met_with_backoff_not_load(box: Lab) -> None:
+    nodes = [box.start(A)]
+    wait_for(lambda: box.leader() == A, 10, "A leads", *nodes)
+    nodes += [box.start(B), box.start(C)]
+    time.sleep(1.0)
+    box.nsx.clear_requests()
+    box.nsx.fail(503, count=1_000_000)
+    outage = 20.0
+    start = time.monotonic()
+    # Changes keep coming during the outage, each a reason to try NSX again.
+    for ready in ([A, B], [A, B, C], [A, C], [A, B, C]):
+        box.kube.set_endpoints(ready)
+        time.sleep(outage / 4)
+    box.nsx.clear_faults()
+    during = [r for r in box.nsx.requests() if r.timestamp - start <= outage]
+    print(f"\n3 daemons, NSX answering 503 for {outage:.0f} s: {len(during)} requests")
+    # At most one request per node per second on average (it was 93 before backoff).
+    assert len(during) <= 3 * outage, len(during)
+    wait_for(lambda: box.hops() == sorted(NODES), 40, "route correct after the outage", *nodes)
+    for node in nodes:
+        assert node.alive() and box.http_get(node, "/healthz") == (200, "ok\n")
