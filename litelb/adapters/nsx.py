@@ -38,6 +38,10 @@ ADVERTISE_STATIC = "TIER1_STATIC_ROUTES"
 PATH_INVALID_CODE = 500012
 # 500045: the object is still being deleted; re-reading later sorts it out, like a conflict.
 PENDING_DELETE_CODE = 500045
+# NSX protects an object a principal identity (client certificate) created from every
+# other user; each node may have its own identity, and takeover and hand-over must work
+# across them, so every write says it means to overwrite.
+_WRITE_HEADERS = {"X-Allow-Overwrite": "true"}
 _STALE_WORDS = re.compile(r"modified|stale|revision", re.IGNORECASE)
 # Logging out is a courtesy; it must not hold up a daemon that systemd is stopping.
 _LOGOUT_TIMEOUT = 2.0
@@ -705,6 +709,8 @@ class NsxClient:
                 raise self._auth_failure.again()
             self._auth_failure = None
         url_path = API + path
+        if method in ("PUT", "PATCH", "DELETE"):
+            kwargs["headers"] = {**kwargs.get("headers", {}), **_WRITE_HEADERS}
         backoff = Backoff(self._backoff)
         warned = False
         last_error: Optional[NsxError] = None

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.integration.lab import NODES, Lab, Node, wait_for
+from tests.integration.lab import NODES, PASSWORD, TIER1, Lab, Node, wait_for
+from tests.nsxsim import NsxSimulator
 
 pytestmark = pytest.mark.netns
 A, B, C = NODES
@@ -81,3 +82,57 @@ def test_an_nsx_outage_of_503s_is_met_with_backoff_not_load(box: Lab) -> None:
     wait_for(lambda: box.hops() == sorted(NODES), 40, "route correct after the outage", *nodes)
     for node in nodes:
         assert node.alive() and box.http_get(node, "/healthz") == (200, "ok\n")
+
+
+def use_tls_nsx_with_principals(box: Lab) -> None:
+    """Replace the lab's NSX with one on HTTPS that knows client-certificate principals."""
+    box.nsx.stop()
+    pki = box.pki
+    box.nsx = box.ns.call(
+        lambda: NsxSimulator(
+            username="admin",
+            password=PASSWORD,
+            tls_cert=str(pki.server_cert),
+            tls_key=str(pki.server_key),
+            client_ca=str(pki.ca_cert),
+        ).start()
+    )
+    box.nsx.add_tier1(TIER1)
+
+
+def principal(box: Lab, name: str) -> dict:
+    cert, key = box.pki.client_cert(name)
+    return {
+        "auth": "certificate",
+        "client_cert": str(cert),
+        "client_key": str(key),
+        "ca_file": str(box.pki.ca_cert),
+    }
+
+
+def test_takeover_and_handover_across_principal_identities(box: Lab) -> None:
+    use_tls_nsx_with_principals(box)
+    box.kube.set_endpoints([A, B])
+    coordination = {"takeover_after": 1, "hold_down": 1}
+    a = box.start(A, nsx=principal(box, "litelb-node-a"), coordination=coordination)
+    wait_for(lambda: box.leader() == A and box.hops() == [A, B], 10, "A creates", a)
+    created = box.route()
+    assert created is not None and created["_create_user"] == "litelb-node-a"
+    assert created["_protection"] == "REQUIRE_OVERRIDE"
+    b = box.start(B, nsx=principal(box, "litelb-node-b"), coordination=coordination)
+    # A dies and its API server leaves the EndpointSlice: B takes over A's object.
+    a.kill()
+    box.kube.set_endpoints([B])
+    wait_for(lambda: box.leader() == B and box.hops() == [B], 15, "B takes over", a, b)
+    a = box.start(A, nsx=principal(box, "litelb-node-a"), coordination=coordination)
+    box.kube.set_endpoints([A, B])
+    wait_for(lambda: box.hops() == [A, B], 10, "B writes A back", a, b)
+    # SIGTERM: B hands the route over to A, in an object A's identity created.
+    code, took = b.terminate()
+    assert code == 0 and took < 5.0
+    wait_for(lambda: box.leader() == A, 5, "A leads after the hand-over", a, b)
+    assert box.route()["_create_user"] == "litelb-node-a"
+    refused = [w for w in box.nsx.writes() if w.status >= 400]
+    assert refused == [], refused
+    writers = {w.headers.get("x-allow-overwrite") for w in box.nsx.writes()}
+    assert writers == {"true"}

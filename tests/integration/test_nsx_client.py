@@ -181,6 +181,9 @@ def test_create_then_update_with_revision(sim: NsxSimulator, client: NsxClient) 
         ("PUT", None),
         ("PUT", 0),
     ]
+    client.delete_route()
+    # Every write may replace an object another principal identity created.
+    assert [w.headers.get("x-allow-overwrite") for w in sim.writes()] == ["true"] * 3
 
 
 def test_stale_revision_is_a_conflict_and_changes_nothing(
