@@ -23,7 +23,7 @@ from litelb.adapters.probe import Prober, tls_context
 from litelb.adapters.systemd import Notifier
 from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config, ConfigError, load
-from litelb.engine import Engine, iso
+from litelb.engine import Engine, iso, stall_limit
 from litelb.metrics import Metrics
 from litelb.probeloop import ProbeLoop
 
@@ -96,7 +96,10 @@ class Daemon:
             stop=self.stop_event,
         )
         self._spawn("kubernetes", self.watcher.run, lambda: self._watcher_progress(), 120.0)
-        self._spawn("reconcile", self.engine.run, lambda: self.engine.last_progress, 30.0)
+        reconcile_stall = stall_limit(cfg.nsx.timeout, len(cfg.nsx.managers))
+        self._spawn(
+            "reconcile", self.engine.run, lambda: self.engine.last_progress, reconcile_stall
+        )
         if cfg.health.enabled:
             self.prober = Prober(
                 path=cfg.health.path,

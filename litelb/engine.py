@@ -47,6 +47,21 @@ WRITE_SPACING = 0.6
 HEARTBEAT = 5.0
 # A race lost at NSX (412) is re-read and re-decided at once, a few times.
 CONFLICT_ROUNDS = 3
+# Below this the watchdog would fire on a loaded machine's scheduling hiccups.
+MIN_STALL_LIMIT = 30.0
+
+
+def stall_limit(nsx_timeout: float, managers: int) -> float:
+    """How long the worker may go without progress and still count as alive.
+
+    It notes progress on each turn of its loop (at least every HEARTBEAT, backoff
+    waits included) and after each NSX request; the longest legitimate silence is
+    one NSX call: a round over every manager, each request allowed `nsx_timeout` to
+    connect and again to answer. Never shorter than that, so a black-holed manager
+    is waited out and the next one reached instead of the daemon being killed.
+    """
+    one_call = max(managers, 1) * 2 * nsx_timeout
+    return max(MIN_STALL_LIMIT, one_call + HEARTBEAT + COALESCE_WINDOW + 10.0)
 
 
 class RouteStore(Protocol):

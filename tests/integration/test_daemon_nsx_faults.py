@@ -136,3 +136,27 @@ def test_takeover_and_handover_across_principal_identities(box: Lab) -> None:
     assert refused == [], refused
     writers = {w.headers.get("x-allow-overwrite") for w in box.nsx.writes()}
     assert writers == {"true"}
+
+
+@pytest.mark.slow
+def test_a_black_holed_first_manager_is_waited_out_not_watchdogged(box: Lab) -> None:
+    # nsx.timeout above the old fixed 30 s stall limit: one request into the black
+    # hole is a legitimate wait, and the daemon must reach the second manager.
+    hole = box.ns.call(lambda: NsxSimulator(username="admin", password=PASSWORD).start())
+    try:
+        hole.black_hole(True)
+        node = box.start(A, nsx={"managers": [hole.url, box.nsx.url], "timeout": 32})
+        unhealthy = []
+        deadline = time.monotonic() + 60
+        while box.hops() != sorted(NODES) and time.monotonic() < deadline:
+            code, _ = box.http_get(node, "/healthz")
+            if code != 200:
+                unhealthy.append(code)
+            time.sleep(0.5)
+        assert box.hops() == sorted(NODES), node.log()[-3000:]
+        assert len(hole.requests()) == 1, "the black-holed manager got one request"
+        assert unhealthy == [], node.log()[-3000:]
+        assert "not making progress" not in node.log()
+        assert box.status(node)["nsx"]["manager"] == box.nsx.url
+    finally:
+        hole.stop()

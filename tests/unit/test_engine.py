@@ -15,7 +15,7 @@ from litelb.adapters.nsx import NsxAuthError, NsxConflictError, NsxError
 from litelb.backoff import AUTH_RETRY
 from litelb.config import Config, CoordinationConfig, NsxConfig, VipConfig
 from litelb.core.health import Health
-from litelb.engine import Engine
+from litelb.engine import HEARTBEAT, MIN_STALL_LIMIT, Engine, stall_limit
 from litelb.metrics import Metrics
 from litelb.model import Endpoint, EndpointSnapshot, Reason, Route, Tag
 
@@ -263,3 +263,10 @@ def test_foreign_route_is_reported_and_left_alone(nsx: MemoryNsx, clock: Clock) 
     assert nsx.writes == [] and nsx.route.next_hops == ("10.9.9.9",)
     assert "litelb/managed-by" in (e.status.last_error or "")
     assert not e.status.in_sync
+
+
+def test_stall_limit_covers_one_call_over_every_manager() -> None:
+    assert stall_limit(10.0, 1) >= 30.0
+    assert stall_limit(35.0, 2) >= 2 * 2 * 35.0 + HEARTBEAT
+    assert stall_limit(300.0, 3) >= 3 * 2 * 300.0
+    assert stall_limit(1.0, 1) == MIN_STALL_LIMIT
