@@ -254,7 +254,15 @@ class Daemon:
             self.prober.close()
         if self.kube is not None:
             self.kube.close()
-        self.nsx.close()
+        # The NSX client belongs to the reconcile worker until it has finished.
+        if any(w.name == "reconcile" and w.thread.is_alive() for w in self.workers):
+            log.warning(
+                "the last NSX request is still in flight after %.0f s; exiting without "
+                "logging out of NSX (the session expires by itself)",
+                STOP_BUDGET,
+            )
+        else:
+            self.nsx.close()
         log.info("stopped")
 
 

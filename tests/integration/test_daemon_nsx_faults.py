@@ -160,3 +160,20 @@ def test_a_black_holed_first_manager_is_waited_out_not_watchdogged(box: Lab) -> 
         assert box.status(node)["nsx"]["manager"] == box.nsx.url
     finally:
         hole.stop()
+
+
+def test_sigterm_with_the_hand_over_still_in_flight(box: Lab) -> None:
+    box.kube.set_endpoints([A, B])
+    a = box.start(A, nsx={"auth": "session", "timeout": 10})
+    wait_for(lambda: box.leader() == A and box.hops() == [A, B], 10, "A leads", a)
+    b = box.start(B, nsx={"auth": "session"})
+    time.sleep(0.5)
+    box.nsx.latency(3.0)  # the hand-over's read and write take longer than the stop budget
+    code, took = a.terminate()
+    assert code == 0 and took < 5.0, (code, took, a.log()[-2000:])
+    assert "still in flight" in a.log()
+    box.nsx.latency(0.0)
+    # The write that was in flight still lands: B leads.
+    wait_for(lambda: box.leader() == B, 10, "B leads after the hand-over", a, b)
+    destroyed = [r for r in box.nsx.requests() if r.path == "/api/session/destroy"]
+    assert destroyed == [], "no logout while a request of the same session is in flight"
