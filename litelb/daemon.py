@@ -182,6 +182,8 @@ class Daemon:
                 "path": cfg.nsx.route_path,
                 "next_hops": list(s.next_hops),
                 "desired_next_hops": list(s.desired_hops),
+                # Healthy API servers beyond NSX's limit of next hops per route.
+                "left_out_next_hops": list(s.left_out),
                 "in_sync": s.in_sync,
                 "last_sync": iso(s.last_sync),
                 "last_error": s.last_error,

@@ -31,6 +31,7 @@ from litelb.core.decide import (
     track_stale,
 )
 from litelb.core.health import Health, healthy_addresses
+from litelb.core.route import MAX_NEXT_HOPS, ecmp_next_hops
 from litelb.metrics import Metrics
 from litelb.model import Action, Endpoint, EndpointSnapshot, Reason, Route, ip_sort_key
 
@@ -91,6 +92,7 @@ class EngineStatus:
     endpoints: tuple[tuple[str, bool, bool], ...] = ()  # (address, ready, healthy)
     next_hops: tuple[str, ...] = ()
     desired_hops: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()  # healthy, but beyond NSX's limit of next hops
     in_sync: bool = False
     last_sync: Optional[float] = None  # wall clock
     last_error: Optional[str] = None
@@ -125,6 +127,7 @@ class _Memory:
     backoff: Backoff = field(default_factory=Backoff)
     last_reason: Optional[Reason] = None
     last_unexpected: Optional[str] = None
+    left_out: tuple[str, ...] = ()
 
 
 class Engine:
@@ -409,7 +412,20 @@ class Engine:
         m = self._memory
         actual = m.actual if view.synced else None
         hops = tuple(sorted(actual.next_hops, key=ip_sort_key)) if actual else ()
-        in_sync = bool(actual) and actual.managed and hops == view.healthy and bool(hops)
+        desired = ecmp_next_hops(view.healthy, hops)
+        left_out = tuple(a for a in view.healthy if a not in desired)
+        if left_out != m.left_out:
+            m.left_out = left_out
+            if left_out:
+                log.warning(
+                    "%d healthy API servers, but NSX holds at most %d next hops per route: "
+                    "routing to %s, leaving out %s while those stay healthy",
+                    len(view.healthy),
+                    MAX_NEXT_HOPS,
+                    ", ".join(desired),
+                    ", ".join(left_out),
+                )
+        in_sync = bool(actual) and actual.managed and hops == desired and bool(hops)
         with self._lock:
             health = self._health
             snapshot = self._snapshot
@@ -425,7 +441,8 @@ class Engine:
             synced=view.synced,
             endpoints=endpoints,
             next_hops=hops,
-            desired_hops=view.healthy,
+            desired_hops=desired,
+            left_out=left_out,
             in_sync=in_sync,
             last_sync=last_sync,
             last_error=error,
