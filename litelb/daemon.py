@@ -23,7 +23,7 @@ from litelb.adapters.probe import Prober, tls_context
 from litelb.adapters.systemd import Notifier
 from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config, ConfigError, load
-from litelb.engine import Engine, iso
+from litelb.engine import Engine, iso, stall_limit
 from litelb.metrics import Metrics
 from litelb.probeloop import ProbeLoop
 
@@ -96,7 +96,10 @@ class Daemon:
             stop=self.stop_event,
         )
         self._spawn("kubernetes", self.watcher.run, lambda: self._watcher_progress(), 120.0)
-        self._spawn("reconcile", self.engine.run, lambda: self.engine.last_progress, 30.0)
+        reconcile_stall = stall_limit(cfg.nsx.timeout, len(cfg.nsx.managers))
+        self._spawn(
+            "reconcile", self.engine.run, lambda: self.engine.last_progress, reconcile_stall
+        )
         if cfg.health.enabled:
             self.prober = Prober(
                 path=cfg.health.path,
@@ -179,6 +182,8 @@ class Daemon:
                 "path": cfg.nsx.route_path,
                 "next_hops": list(s.next_hops),
                 "desired_next_hops": list(s.desired_hops),
+                # Healthy API servers beyond NSX's limit of next hops per route.
+                "left_out_next_hops": list(s.left_out),
                 "in_sync": s.in_sync,
                 "last_sync": iso(s.last_sync),
                 "last_error": s.last_error,
@@ -251,7 +256,15 @@ class Daemon:
             self.prober.close()
         if self.kube is not None:
             self.kube.close()
-        self.nsx.close()
+        # The NSX client belongs to the reconcile worker until it has finished.
+        if any(w.name == "reconcile" and w.thread.is_alive() for w in self.workers):
+            log.warning(
+                "the last NSX request is still in flight after %.0f s; exiting without "
+                "logging out of NSX (the session expires by itself)",
+                STOP_BUDGET,
+            )
+        else:
+            self.nsx.close()
         log.info("stopped")
 
 

@@ -9,15 +9,16 @@ current state, so a missed kick is repaired by the next one or by the resync tim
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from random import Random
 from typing import Callable, Optional, Protocol
 
 from litelb.adapters.nsx import NsxAuthError, NsxConflictError, NsxError
+from litelb.backoff import AUTH_RETRY, Backoff
 from litelb.config import Config
 from litelb.core.decide import (
     Decision,
@@ -31,6 +32,7 @@ from litelb.core.decide import (
     track_stale,
 )
 from litelb.core.health import Health, healthy_addresses
+from litelb.core.route import MAX_NEXT_HOPS, ecmp_next_hops
 from litelb.metrics import Metrics
 from litelb.model import Action, Endpoint, EndpointSnapshot, Reason, Route, ip_sort_key
 
@@ -43,14 +45,25 @@ COALESCE_WINDOW = 0.1
 # in 10 s cost at most about 17 writes (SPEC §7: ≤ 20) while an isolated change is
 # still written after the coalescing window alone.
 WRITE_SPACING = 0.6
-# Errors from NSX are retried with exponential backoff up to this ...
-RETRY_MAX = 10.0
-# ... except authentication failures: repeated bad logins lock the NSX account.
-AUTH_RETRY = 60.0
 # The worker shows it is alive at least this often, even with nothing to do.
 HEARTBEAT = 5.0
 # A race lost at NSX (412) is re-read and re-decided at once, a few times.
 CONFLICT_ROUNDS = 3
+# Below this the watchdog would fire on a loaded machine's scheduling hiccups.
+MIN_STALL_LIMIT = 30.0
+
+
+def stall_limit(nsx_timeout: float, managers: int) -> float:
+    """How long the worker may go without progress and still count as alive.
+
+    It notes progress on each turn of its loop (at least every HEARTBEAT, backoff
+    waits included) and after each NSX request; the longest legitimate silence is
+    one NSX call: a round over every manager, each request allowed `nsx_timeout` to
+    connect and again to answer. Never shorter than that, so a black-holed manager
+    is waited out and the next one reached instead of the daemon being killed.
+    """
+    one_call = max(managers, 1) * 2 * nsx_timeout
+    return max(MIN_STALL_LIMIT, one_call + HEARTBEAT + COALESCE_WINDOW + 10.0)
 
 
 class RouteStore(Protocol):
@@ -80,6 +93,7 @@ class EngineStatus:
     endpoints: tuple[tuple[str, bool, bool], ...] = ()  # (address, ready, healthy)
     next_hops: tuple[str, ...] = ()
     desired_hops: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()  # healthy, but beyond NSX's limit of next hops
     in_sync: bool = False
     last_sync: Optional[float] = None  # wall clock
     last_error: Optional[str] = None
@@ -110,9 +124,10 @@ class _Memory:
     last_write: float = float("-inf")
     next_resync: float = 0.0
     recheck_at: Optional[float] = None
-    retry_at: Optional[float] = None
-    failures: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
     last_reason: Optional[Reason] = None
+    last_unexpected: Optional[str] = None
+    left_out: tuple[str, ...] = ()
 
 
 class Engine:
@@ -127,6 +142,7 @@ class Engine:
         wall: Callable[[], float] = time.time,
         coalesce: float = COALESCE_WINDOW,
         write_spacing: float = WRITE_SPACING,
+        random: Callable[[], float] = Random().random,
     ) -> None:
         self._cfg = config
         self._nsx = nsx
@@ -136,6 +152,7 @@ class Engine:
         self._wall = wall
         self._coalesce = coalesce
         self._write_spacing = write_spacing
+        self._random = random
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -196,6 +213,12 @@ class Engine:
     def run(self) -> None:
         while not self._stop.is_set():
             self._progress = self._clock()
+            backoff = self._memory.backoff.wait(self._clock())
+            if backoff > 0:
+                # After a failure the backoff decides, not a kick, the resync or a
+                # recheck: an NSX in trouble must not get more load from us.
+                self._stop.wait(min(backoff, HEARTBEAT))
+                continue
             timeout = min(max(self._next_deadline() - self._clock(), 0.0), HEARTBEAT)
             if self._wake.wait(timeout):
                 # Let the rest of a burst arrive, then take it all in one pass.
@@ -211,15 +234,33 @@ class Engine:
 
     def _next_deadline(self) -> float:
         m = self._memory
-        if m.retry_at is not None:
-            # After a failure the backoff decides, not the resync or a recheck.
-            return m.retry_at
+        if m.backoff.retry_at is not None:
+            return m.backoff.retry_at
         return min(m.next_resync, m.recheck_at if m.recheck_at is not None else m.next_resync)
 
     def reconcile(self, *, stopping: bool = False) -> Decision:
-        """One level-triggered pass. Safe to call again at any time."""
+        """One level-triggered pass. Safe to call again at any time; never raises."""
+        failed = Decision(Action.NOOP, Reason.NOT_SYNCED)
+        now = self._clock()
+        try:
+            return self._reconcile(stopping)
+        except NsxError as e:
+            self._failed(e, now, str(e))
+        except Exception as e:  # the worker must outlive any bug in a pass
+            self._unexpected(e, now)
+        return failed
+
+    def _unexpected(self, error: Exception, now: float) -> None:
         m = self._memory
-        decision = Decision(Action.NOOP, Reason.NOT_SYNCED)
+        what = f"{type(error).__name__}: {error}"
+        if what != m.last_unexpected:
+            # Once with its traceback; while it repeats, the failure count says so.
+            log.exception("unexpected error in the reconcile pass (a bug; please report it)")
+            m.last_unexpected = what
+        self._failed(error, now, f"internal error: {what}"[:300])
+
+    def _reconcile(self, stopping: bool) -> Decision:
+        m = self._memory
         for _ in range(CONFLICT_ROUNDS):
             now = self._clock()
             view = self._view(stopping)
@@ -230,14 +271,10 @@ class Engine:
                 # Someone else wrote between our read and our write: re-read, re-decide.
                 log.info("route changed under us, re-reading: %s", e)
                 error: NsxError = e
-            except NsxError as e:
-                self._failed(e, now)
-                return decision
         else:
-            self._failed(error, now)
-            return decision
-        m.failures = 0
-        m.retry_at = None
+            raise error
+        m.backoff = m.backoff.succeeded()
+        m.last_unexpected = None
         m.recheck_at = decision.recheck_at
         m.next_resync = self._clock() + self._cfg.nsx.resync_interval
         foreign = decision.reason is Reason.FOREIGN_ROUTE
@@ -358,28 +395,43 @@ class Engine:
         else:
             log.info("route: %s", decision.reason.value)
 
-    def _failed(self, error: Exception, now: float) -> None:
+    def _failed(self, error: Exception, now: float, text: str) -> None:
         m = self._memory
-        m.failures += 1
+        m.backoff = m.backoff.failed(
+            now,
+            self._random,
+            hint=getattr(error, "retry_after", None),
+            # Repeated bad logins lock the NSX account.
+            at_least=AUTH_RETRY if isinstance(error, NsxAuthError) else 0.0,
+        )
+        failures, delay = m.backoff.failures, m.backoff.wait(now)
         self._metrics.reconcile_errors_total.inc()
-        if isinstance(error, NsxAuthError):
-            delay = AUTH_RETRY
-        else:
-            delay = min(RETRY_MAX, 0.5 * 2 ** (m.failures - 1)) * random.uniform(0.8, 1.2)
-        m.retry_at = now + delay
-        # Log once per kind of failure, then every tenth retry: NSX may be down for hours.
-        if m.failures == 1 or m.failures % 10 == 0:
-            log.error("%s (attempt %d; retrying in %.0f s)", error, m.failures, delay)
+        # Log the first failure, then every tenth retry: NSX may be down for hours.
+        if failures == 1 or failures % 10 == 0:
+            log.error("%s (attempt %d; retrying in %.1f s)", text, failures, delay)
         self._metrics.route_in_sync.set(0)
         with self._lock:
             # What NSX holds is unknown until a read succeeds again.
-            self._status = replace(self._status, in_sync=False, last_error=str(error))
+            self._status = replace(self._status, in_sync=False, last_error=text)
 
     def _publish(self, view: View, decision: Decision, *, error: Optional[str]) -> None:
         m = self._memory
         actual = m.actual if view.synced else None
         hops = tuple(sorted(actual.next_hops, key=ip_sort_key)) if actual else ()
-        in_sync = bool(actual) and actual.managed and hops == view.routable and bool(hops)
+        desired = ecmp_next_hops(view.routable, hops)
+        left_out = tuple(a for a in view.routable if a not in desired)
+        if left_out != m.left_out:
+            m.left_out = left_out
+            if left_out:
+                log.warning(
+                    "%d healthy API servers, but NSX holds at most %d next hops per route: "
+                    "routing to %s, leaving out %s while those stay healthy",
+                    len(view.routable),
+                    MAX_NEXT_HOPS,
+                    ", ".join(desired),
+                    ", ".join(left_out),
+                )
+        in_sync = bool(actual) and actual.managed and hops == desired and bool(hops)
         with self._lock:
             health = self._health
             snapshot = self._snapshot
@@ -395,7 +447,8 @@ class Engine:
             synced=view.synced,
             endpoints=endpoints,
             next_hops=hops,
-            desired_hops=view.routable,
+            desired_hops=desired,
+            left_out=left_out,
             in_sync=in_sync,
             last_sync=last_sync,
             last_error=error,

@@ -130,6 +130,7 @@ class _Fault:
     remaining: int
     method: Optional[str]
     retry_after: Optional[str]
+    body: Optional[bytes] = None  # sent as is instead of NSX's error object
 
 
 class _Reject(Exception):
@@ -345,6 +346,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not sim._admit(request):
             self.close_connection = True
             return
+        if sim._swallow(request):
+            # A black hole: the connection stays open and nothing ever comes back.
+            sim._stopped.wait()
+            self.close_connection = True
+            return
         sim._delay()
         self._write(sim._respond(request, self._read_body()))
 
@@ -400,6 +406,7 @@ class NsxSimulator:
         self._latency = 0.0
         self._drops = 0
         self._down = False
+        self._black_hole = False
         self._realization = "REALIZED"
         self._failed_logins = 0
         self._locked_until = 0.0
@@ -525,6 +532,11 @@ class NsxSimulator:
         with self._lock:
             self._faults.append(_Fault(int(status), int(count), method and method.upper(), header))
 
+    def clear_faults(self) -> None:
+        """Forget the answers fail() and malformed() still had queued."""
+        with self._lock:
+            self._faults.clear()
+
     def drop(self, count: int = 1) -> None:
         """Close the connections of the next `count` NSX requests without answering."""
         with self._lock:
@@ -533,6 +545,25 @@ class NsxSimulator:
     def down(self, is_down: bool = True) -> None:
         with self._lock:
             self._down = bool(is_down)
+
+    def black_hole(self, on: bool = True) -> None:
+        """Accept connections and requests but never answer (until the simulator stops),
+        like a manager behind a firewall that drops replies or a hung NSX proxy."""
+        with self._lock:
+            self._black_hole = bool(on)
+
+    def malformed(
+        self, body: str, count: int = 1, method: Optional[str] = "GET", pad_to: int = 0
+    ) -> None:
+        """The next `count` NSX requests (of `method`) answer 200 with `body` as it is,
+        padded with spaces to `pad_to` bytes: JSON of the wrong shape, not JSON at all,
+        or a valid object buried in a 10 MB answer."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
+        raw = body.encode()
+        raw += b" " * max(0, int(pad_to) - len(raw))
+        with self._lock:
+            self._faults.append(_Fault(200, int(count), method and method.upper(), None, raw))
 
     def delete_delay(self, seconds: float) -> None:
         """For `seconds` after an API DELETE, writing the same route answers 400 500045.
@@ -606,6 +637,12 @@ class NsxSimulator:
                 return False
             return True
 
+    def _swallow(self, request: _Request) -> bool:
+        with self._lock:
+            if self._black_hole:
+                self._record(request, 0, None)
+            return self._black_hole
+
     def _delay(self) -> None:
         with self._lock:
             latency = self._latency
@@ -649,6 +686,8 @@ class NsxSimulator:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
+                if fault.body is not None:
+                    return _Response(200, fault.body, (("Content-Type", "application/json"),))
                 phrase = http.HTTPStatus(fault.status).phrase
                 code, message = _FAULT_ERRORS.get(fault.status, (fault.status, phrase))
                 response = _error(fault.status, code, message)
@@ -892,6 +931,9 @@ class NsxSimulator:
             "fail": self.fail,
             "drop": self.drop,
             "down": self.down,
+            "black_hole": self.black_hole,
+            "malformed": self.malformed,
+            "clear_faults": self.clear_faults,
             "set_realization": self.set_realization,
             "delete_delay": self.delete_delay,
             "expire_sessions": self.expire_sessions,

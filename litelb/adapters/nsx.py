@@ -11,12 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import random
 import re
 import time
 import warnings
 from dataclasses import dataclass
 from functools import partial
+from random import SystemRandom
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
@@ -25,6 +25,7 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from litelb.adapters.nsx_auth import Auth, auth_for
+from litelb.backoff import AUTH_RETRY, Backoff, BackoffPolicy
 from litelb.config import NsxConfig
 from litelb.model import Route, Tag, ip_sort_key
 
@@ -37,10 +38,17 @@ ADVERTISE_STATIC = "TIER1_STATIC_ROUTES"
 PATH_INVALID_CODE = 500012
 # 500045: the object is still being deleted; re-reading later sorts it out, like a conflict.
 PENDING_DELETE_CODE = 500045
+# NSX protects an object a principal identity (client certificate) created from every
+# other user; each node may have its own identity, and takeover and hand-over must work
+# across them, so every write says it means to overwrite.
+_WRITE_HEADERS = {"X-Allow-Overwrite": "true"}
 _STALE_WORDS = re.compile(r"modified|stale|revision", re.IGNORECASE)
 # Logging out is a courtesy; it must not hold up a daemon that systemd is stopping.
 _LOGOUT_TIMEOUT = 2.0
 _MAX_DETAIL = 300
+# A route, a Tier-1 or a realization answer is a few kB; anything much bigger is not
+# NSX's and is not read into memory.
+MAX_BODY = 1 << 20
 
 
 class NsxError(Exception):
@@ -58,6 +66,7 @@ class NsxError(Exception):
         hint: str = "",
         attempts: int = 1,
         summary: str = "",
+        retry_after: Optional[float] = None,
     ) -> None:
         self.method = method
         self.url = url
@@ -68,6 +77,7 @@ class NsxError(Exception):
         self.hint = hint
         self.attempts = attempts
         self.summary = summary
+        self.retry_after = retry_after  # seconds NSX asked us to wait, if it said
         super().__init__(self._line())
 
     @property
@@ -104,6 +114,7 @@ class NsxError(Exception):
             hint=self.hint,
             attempts=self.attempts,
             summary=self.summary,
+            retry_after=self.retry_after,
         )
 
 
@@ -121,6 +132,10 @@ class NsxNotFoundError(NsxError):
 
 class NsxUnavailableError(NsxError):
     """Every attempt ended in 429/502/503/504 or a connection failure."""
+
+
+class NsxResponseError(NsxError):
+    """NSX answered with something litelb cannot use: not JSON, the wrong shape, too big."""
 
 
 @dataclass(frozen=True)
@@ -170,28 +185,71 @@ def _normal_ip(text: str) -> str:
         return text
 
 
-def route_from_body(body: dict) -> Route:
+class InvalidBody(ValueError):
+    """An NSX answer without the shape litelb expects; str() says what is wrong."""
+
+
+_REQUIRED = object()
+
+
+def _field(body: dict, name: str, kind: type, default: Any = _REQUIRED) -> Any:
+    value = body.get(name)
+    if value is None:
+        if default is _REQUIRED:
+            raise InvalidBody(f"{name} is missing")
+        return default
+    # bool is an int to Python, never to NSX's schema.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidBody(f"{name} is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidBody(f"next hop ip_address is {type(value).__name__}, not an address")
+    try:
+        return ipaddress.ip_address(value).compressed
+    except ValueError:
+        raise InvalidBody(f"next hop {value[:60]!r} is not an IP address") from None
+
+
+def route_from_body(body: Any) -> Route:
     """A Route from NSX's StaticRoutes object; a purely computational function.
 
-    Next hops come sorted; a hop litelb would never write (admin distance other
-    than 1, a scope, no address) clears `plain_hops` so the route never
-    equals a desired one.
+    Anything not shaped as NSX documents raises InvalidBody, so nothing is ever
+    decided or written from it. Next hops come sorted; a hop litelb would never
+    write (admin distance other than 1, a scope, no address) clears
+    `plain_hops` so the route never equals a desired one.
     """
+    if not isinstance(body, dict):
+        raise InvalidBody(f"the route is {type(body).__name__}, not a JSON object")
+    network = _field(body, "network", str)
+    try:
+        network = ipaddress.ip_network(network, strict=False).compressed
+    except ValueError:
+        raise InvalidBody(f"network {network[:60]!r} is not an address range") from None
     hops: list[str] = []
     plain = True
-    for hop in body.get("next_hops") or ():
-        address = hop.get("ip_address")
-        if hop.get("admin_distance", 1) != 1 or hop.get("scope") or not address:
+    for hop in _field(body, "next_hops", list):
+        if not isinstance(hop, dict):
+            raise InvalidBody(f"a next hop is {type(hop).__name__}, not a JSON object")
+        if _field(hop, "admin_distance", int, 1) != 1 or _field(hop, "scope", list, []):
             plain = False
-        if address:
-            hops.append(_normal_ip(address))
-    revision = body.get("_revision")
+        if hop.get("ip_address") is None:
+            plain = False
+        else:
+            hops.append(_address(hop["ip_address"]))
+    tags = []
+    for tag in _field(body, "tags", list, []):
+        if not isinstance(tag, dict):
+            raise InvalidBody(f"a tag is {type(tag).__name__}, not a JSON object")
+        tags.append(Tag(_field(tag, "scope", str, ""), _field(tag, "tag", str, "")))
     return Route(
-        network=body.get("network", ""),
-        next_hops=tuple(sorted(hops, key=_hop_key)),
-        display_name=body.get("display_name", ""),
-        tags=tuple(Tag(t.get("scope", ""), t.get("tag", "")) for t in body.get("tags") or ()),
-        revision=revision if isinstance(revision, int) else None,
+        network=network,
+        next_hops=tuple(sorted(hops, key=ip_sort_key)),
+        display_name=_field(body, "display_name", str, ""),
+        tags=tuple(tags),
+        revision=_field(body, "_revision", int),
         plain_hops=plain,
     )
 
@@ -279,6 +337,28 @@ def _short_cause(exc: BaseException) -> str:
 # --- transport ----------------------------------------------------------------
 
 
+class BodyTooLarge(requests.RequestException):
+    """An answer longer than MAX_BODY; the rest of it was never read."""
+
+
+def _read_capped(resp: requests.Response) -> None:
+    """Read the body of a streamed answer into resp.content, at most MAX_BODY bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in resp.iter_content(64 * 1024):
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise BodyTooLarge(f"the answer is longer than {MAX_BODY} bytes", response=resp)
+            chunks.append(chunk)
+    except BaseException:
+        resp.close()
+        raise
+    # What requests itself does once a streamed body has been read.
+    resp._content = b"".join(chunks)
+    resp._content_consumed = True
+
+
 class _PinnedAdapter(HTTPAdapter):
     """Accepts exactly the manager certificate with this SHA-256 fingerprint.
 
@@ -317,7 +397,12 @@ class _Manager:
 
 
 class NsxClient:
-    """Reads and writes the route `cfg.route_path` on the Tier-1 `cfg.tier1_path`."""
+    """Reads and writes the route `cfg.route_path` on the Tier-1 `cfg.tier1_path`.
+
+    By default each call makes one round over the managers and leaves waiting and
+    trying again to its caller (the engine's backoff spans calls and passes); the
+    command-line tools ask for a few rounds, spaced by `backoff`.
+    """
 
     def __init__(
         self,
@@ -325,11 +410,11 @@ class NsxClient:
         *,
         on_request: Optional[Callable[[str, str, float], None]] = None,
         sleep: Callable[[float], None] = time.sleep,
-        max_attempts: int = 6,
-        backoff_base: float = 0.2,
-        backoff_max: float = 10.0,
-        auth_retry_after: float = 60.0,
+        max_attempts: int = 1,
+        backoff: Optional[BackoffPolicy] = None,
+        auth_retry_after: float = AUTH_RETRY,
         clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = SystemRandom().random,
     ) -> None:
         if not cfg.managers:
             raise ValueError("[nsx] managers must name at least one manager")
@@ -339,11 +424,10 @@ class NsxClient:
         self._on_request = on_request
         self._sleep = sleep
         self._max_attempts = max(1, max_attempts)
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
+        self._backoff = backoff or BackoffPolicy()
         self._auth_retry_after = auth_retry_after
         self._clock = clock
-        self._rng = random.Random()
+        self._random = random
         self._auth: Auth = auth_for(cfg)
         self._timeout = (cfg.timeout, cfg.timeout)
         self._fingerprint = _fingerprint(cfg.thumbprint) if cfg.thumbprint else ""
@@ -408,11 +492,16 @@ class NsxClient:
         if resp.status_code != 200:
             raise self._error(resp)
         body = self._json(resp)
-        return Tier1Info(
-            path=body.get("path") or path,
-            route_advertisement_types=tuple(body.get("route_advertisement_types") or ()),
-            tier0_path=body.get("tier0_path") or "",
-        )
+        try:
+            return Tier1Info(
+                path=_field(body, "path", str, path),
+                route_advertisement_types=tuple(
+                    map(str, _field(body, "route_advertisement_types", list, []))
+                ),
+                tier0_path=_field(body, "tier0_path", str, ""),
+            )
+        except InvalidBody as e:
+            raise self._unusable(resp, f"the Tier-1 is not what NSX sends: {e}") from None
 
     def get_route(self) -> Optional[Route]:
         path = self._cfg.route_path
@@ -422,9 +511,12 @@ class NsxClient:
         if resp.status_code != 200:
             raise self._error(resp)
         body = self._json(resp)
-        if body.get("marked_for_delete"):
+        if body.get("marked_for_delete") is True:
             return None
-        return route_from_body(body)
+        try:
+            return route_from_body(body)
+        except InvalidBody as e:
+            raise self._unusable(resp, f"the route is not what NSX sends: {e}") from None
 
     def put_route(self, route: Route, revision: Optional[int]) -> Route:
         """Compare-and-swap: replace the route NSX holds at `revision` (None: create).
@@ -487,8 +579,12 @@ class NsxClient:
             return None
         if resp.status_code != 200:
             raise self._error(resp)
-        results = self._json(resp).get("results") or ()
-        states = [r.get("state") for r in results if isinstance(r, dict) and r.get("state")]
+        results = self._json(resp).get("results")
+        if not isinstance(results, list):
+            return None
+        states = [
+            r["state"] for r in results if isinstance(r, dict) and isinstance(r.get("state"), str)
+        ]
         if not states:
             return None
         if "ERROR" in states:
@@ -513,20 +609,26 @@ class NsxClient:
 
     def _json(self, resp: requests.Response) -> dict:
         try:
-            body = resp.json()
-        except ValueError:
+            body = json.loads(resp.content)
+        except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict):
-            raise NsxError(
-                resp.request.method or "",
-                resp.url,
-                resp.status_code,
-                detail="the answer is not a JSON object",
-                manager=self._managers[self._current].url,
-            )
+            raise self._unusable(resp, "the answer is not a JSON object")
         return body
 
-    def _error(self, resp: requests.Response, attempts: int = 1) -> NsxError:
+    def _unusable(self, resp: requests.Response, detail: str) -> NsxResponseError:
+        return NsxResponseError(
+            resp.request.method or "",
+            resp.url,
+            resp.status_code,
+            detail=detail,
+            manager=self._managers[self._current].url,
+            hint="litelb changed nothing; a proxy or a faulty NSX may be answering",
+        )
+
+    def _error(
+        self, resp: requests.Response, attempts: int = 1, retry_after: Optional[float] = None
+    ) -> NsxError:
         """The exception for an answer; method and URL are those of the request that
         got it, which for a failed session login is the login itself."""
         code, detail = parse_error_body(resp.text, resp.reason or "")
@@ -549,6 +651,7 @@ class NsxClient:
             manager=manager,
             hint=hint,
             attempts=attempts,
+            retry_after=retry_after,
         )
 
     def _send(self, m: _Manager, method: str, path: str, **kwargs: Any) -> requests.Response:
@@ -556,7 +659,10 @@ class NsxClient:
         kwargs.setdefault("timeout", self._timeout)
         start = time.monotonic()
         try:
-            resp = m.session.request(method, m.url + path, allow_redirects=False, **kwargs)
+            resp = m.session.request(
+                method, m.url + path, allow_redirects=False, stream=True, **kwargs
+            )
+            _read_capped(resp)
         except requests.RequestException:
             self._observe(method, "error", time.monotonic() - start)
             raise
@@ -590,87 +696,95 @@ class NsxClient:
             resp = send(method, url_path, **kwargs)
         return resp
 
-    def _backoff(self, retries: int, hint: Optional[float]) -> float:
-        if hint is not None:
-            return min(hint, self._backoff_max)
-        # Full jitter: several nodes that failed together do not retry together.
-        return self._rng.uniform(0, min(self._backoff_max, self._backoff_base * 2**retries))
-
     def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send with retries and failover; returns the first answer that is not
-        'try later'. Raises NsxAuthError, NsxUnavailableError or NsxError (TLS)."""
+        """Send with failover and up to `max_attempts` rounds; returns the first answer
+        that is not 'try later'. Raises NsxAuthError, NsxUnavailableError (carrying
+        NSX's Retry-After), NsxResponseError or NsxError (TLS).
+
+        A round tries each manager that does not answer at all once, at once; a
+        manager that answers 'later' (429, 502, 503, 504) ends the round, since
+        asking its peers would only add load to a cluster under stress."""
         if self._auth_failure is not None:
             if self._clock() < self._auth_blocked_until:
                 raise self._auth_failure.again()
             self._auth_failure = None
         url_path = API + path
-        failed_since_sleep: set[int] = set()
-        tls_failed: set[int] = set()
-        sleeps = 0
+        if method in ("PUT", "PATCH", "DELETE"):
+            kwargs["headers"] = {**kwargs.get("headers", {}), **_WRITE_HEADERS}
+        backoff = Backoff(self._backoff)
         warned = False
         last_error: Optional[NsxError] = None
         last_cause: Optional[BaseException] = None
+        requests_sent = 0
         for attempt in range(1, self._max_attempts + 1):
-            index = self._current
-            m = self._managers[index]
+            tls_failed = 0
             retry_hint: Optional[float] = None
-            try:
-                resp = self._exchange(m, method, url_path, **kwargs)
-            except requests.exceptions.SSLError as exc:
-                # A certificate that does not verify is configuration, not weather:
-                # each manager gets one try, then the error stands.
-                tls_failed.add(index)
-                last_cause = exc
-                last_error = NsxError(
-                    method,
-                    m.url + url_path,
-                    None,
-                    detail=f"TLS failed: {_short_cause(exc)}",
-                    manager=m.url,
-                    hint="check ca_file, thumbprint and insecure in [nsx]",
-                )
-                if len(tls_failed) == len(self._managers):
-                    break
-                self._current = (index + 1) % len(self._managers)
-                warned = self._note(warned, "%s; trying %s", last_error, self.manager)
-                continue
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                last_cause = exc
-                last_error = NsxUnavailableError(
-                    method,
-                    m.url + url_path,
-                    None,
-                    detail=_short_cause(exc),
-                    manager=m.url,
-                    hint="check that the managers are up and reachable",
-                    attempts=attempt,
-                )
-                failed_since_sleep.add(index)
-                self._current = (index + 1) % len(self._managers)
-                if self._current not in failed_since_sleep:
-                    # Another manager has not failed yet: try it at once.
-                    warned = self._note(warned, "%s; trying %s", last_error, self.manager)
-                    continue
-                failed_since_sleep.clear()
-            except requests.RequestException as exc:
-                self._reachable = False
-                raise NsxError(
-                    method, m.url + url_path, None, detail=_short_cause(exc), manager=m.url
-                ) from exc
-            else:
-                if resp.status_code not in RETRYABLE_STATUS:
+            for _ in range(len(self._managers)):
+                m = self._managers[self._current]
+                requests_sent += 1
+                try:
+                    resp = self._exchange(m, method, url_path, **kwargs)
+                except requests.exceptions.SSLError as exc:
+                    # A certificate that does not verify is configuration, not weather:
+                    # each manager gets one try, then the error stands.
+                    tls_failed += 1
+                    last_cause = exc
+                    last_error = NsxError(
+                        method,
+                        m.url + url_path,
+                        None,
+                        detail=f"TLS failed: {_short_cause(exc)}",
+                        manager=m.url,
+                        hint="check ca_file, thumbprint and insecure in [nsx]",
+                    )
+                except (requests.ConnectionError, requests.Timeout) as exc:
+                    last_cause = exc
+                    last_error = NsxUnavailableError(
+                        method,
+                        m.url + url_path,
+                        None,
+                        detail=_short_cause(exc),
+                        manager=m.url,
+                        hint="check that the managers are up and reachable",
+                        attempts=requests_sent,
+                    )
+                except BodyTooLarge as exc:
                     self._reachable = True
-                    if resp.status_code in (401, 403):
-                        raise self._auth_failed(resp)
-                    return resp
-                last_cause = None
-                last_error = self._error(resp, attempts=attempt)
-                retry_hint = retry_after(resp.headers.get("Retry-After"))
+                    raise NsxResponseError(
+                        method,
+                        m.url + url_path,
+                        exc.response.status_code if exc.response is not None else None,
+                        detail=str(exc),
+                        manager=m.url,
+                        hint="litelb changed nothing; a proxy or a faulty NSX may be answering",
+                    ) from None
+                except requests.RequestException as exc:
+                    self._reachable = False
+                    raise NsxError(
+                        method, m.url + url_path, None, detail=_short_cause(exc), manager=m.url
+                    ) from exc
+                else:
+                    if resp.status_code not in RETRYABLE_STATUS:
+                        self._reachable = True
+                        if resp.status_code in (401, 403):
+                            raise self._auth_failed(resp)
+                        return resp
+                    last_cause = None
+                    retry_hint = retry_after(resp.headers.get("Retry-After"))
+                    last_error = self._error(resp, attempts=requests_sent, retry_after=retry_hint)
+                    break
+                self._current = (self._current + 1) % len(self._managers)
+                if tls_failed == len(self._managers):
+                    break
+                if _ + 1 < len(self._managers):
+                    warned = self._note(warned, "%s; trying %s", last_error, self.manager)
+            if tls_failed == len(self._managers):
+                break
             if attempt < self._max_attempts:
-                delay = self._backoff(sleeps, retry_hint)
+                backoff = backoff.failed(0.0, self._random, hint=retry_hint)
+                delay = backoff.wait(0.0)
                 warned = self._note(warned, "%s; retrying in %.2fs", last_error, delay)
                 self._sleep(delay)
-                sleeps += 1
         self._reachable = False
         assert last_error is not None
         raise last_error from last_cause

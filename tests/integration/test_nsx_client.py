@@ -25,8 +25,10 @@ from litelb.adapters.nsx import (
     NsxConflictError,
     NsxError,
     NsxNotFoundError,
+    NsxResponseError,
     NsxUnavailableError,
 )
+from litelb.backoff import BackoffPolicy
 from litelb.config import NsxConfig, Secret
 from litelb.model import LEADER_SCOPE, MANAGED_BY_SCOPE, VIP_SCOPE, Route, Tag
 from tests.nsxsim import NsxSimulator
@@ -88,8 +90,9 @@ def config(*managers: str, **overrides: Any) -> NsxConfig:
 
 
 def make_client(cfg: NsxConfig, rec: Recorder, **kwargs: Any) -> NsxClient:
-    kwargs.setdefault("backoff_base", 0.01)
-    kwargs.setdefault("backoff_max", 0.05)
+    # The command-line tools' few rounds, with waits the Recorder only notes down.
+    kwargs.setdefault("max_attempts", 6)
+    kwargs.setdefault("backoff", BackoffPolicy(first=0.01, cap=0.05))
     return NsxClient(cfg, on_request=rec.on_request, sleep=rec.sleep, **kwargs)
 
 
@@ -178,6 +181,9 @@ def test_create_then_update_with_revision(sim: NsxSimulator, client: NsxClient) 
         ("PUT", None),
         ("PUT", 0),
     ]
+    client.delete_route()
+    # Every write may replace an object another principal identity created.
+    assert [w.headers.get("x-allow-overwrite") for w in sim.writes()] == ["true"] * 3
 
 
 def test_stale_revision_is_a_conflict_and_changes_nothing(
@@ -268,7 +274,7 @@ def test_429_with_retry_after_is_honoured(
     sim: NsxSimulator, rec: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
     sim.fail(429, 2, retry_after=0.03)
-    c = make_client(config(sim.url), rec, backoff_max=10.0)
+    c = make_client(config(sim.url), rec, backoff=BackoffPolicy(0.01, 10.0), random=lambda: 0.0)
     with caplog.at_level(logging.DEBUG, logger="litelb.nsx"):
         assert c.get_tier1().advertises_static_routes
     assert rec.sleeps == [0.03, 0.03]
@@ -279,7 +285,7 @@ def test_429_with_retry_after_is_honoured(
 
 def test_retry_after_is_capped(sim: NsxSimulator, rec: Recorder) -> None:
     sim.fail(503, 1, retry_after=3600)
-    c = make_client(config(sim.url), rec, backoff_max=0.05)
+    c = make_client(config(sim.url), rec, backoff=BackoffPolicy(0.01, 0.05))
     c.get_tier1()
     assert rec.sleeps == [0.05]
 
@@ -287,13 +293,67 @@ def test_retry_after_is_capped(sim: NsxSimulator, rec: Recorder) -> None:
 def test_503_and_502_are_retried_with_jittered_backoff(sim: NsxSimulator, rec: Recorder) -> None:
     sim.fail(503, 2)
     sim.fail(502, 1)
-    c = make_client(config(sim.url), rec, backoff_base=0.01, backoff_max=1.0)
+    c = make_client(config(sim.url), rec, backoff=BackoffPolicy(0.01, 1.0))
     c.put_route(DESIRED, None)
     assert hops(stored(sim)) == ["10.20.4.2", "10.20.4.3"]
     assert len(rec.sleeps) == 3
-    for n, delay in enumerate(rec.sleeps):
-        assert 0 <= delay <= 0.01 * 2**n
+    for n, delay in enumerate(rec.sleeps, 1):
+        assert 0.01 <= delay <= 0.01 * 2**n
     assert [code for _, code in rec.codes] == ["503", "503", "502", "200", "200"]
+
+
+def test_by_default_one_round_and_the_hint_goes_to_the_caller(
+    sim: NsxSimulator, rec: Recorder
+) -> None:
+    sim.fail(503, 5, retry_after=7)
+    c = NsxClient(config(sim.url), on_request=rec.on_request, sleep=rec.sleep)
+    with pytest.raises(NsxUnavailableError) as exc:
+        c.get_route()
+    assert exc.value.retry_after == 7.0
+    assert len(sim.requests()) == 1 and rec.sleeps == []
+
+
+def test_by_default_one_round_still_fails_over(rec: Recorder) -> None:
+    a, b = start_sim(), start_sim()
+    try:
+        a.down(True)
+        c = NsxClient(config(a.url, b.url), on_request=rec.on_request, sleep=rec.sleep)
+        assert c.get_route() is None
+        assert c.manager == b.url and rec.sleeps == []
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('{"network": "192.168.160.249/32", "next_hops": ["10.0.0.1"], "_revision": 1}',
+         "a next hop is str"),
+        ('{"network": "192.168.160.249/32", "next_hops": [{"ip_address": "10.0.0.1/32"}], '
+         '"_revision": 1}', "'10.0.0.1/32' is not an IP address"),
+        ("<html>Service Unavailable</html>", "not a JSON object"),
+        ("[1, 2]", "not a JSON object"),
+        ("[" * 100000, "not a JSON object"),
+    ],
+)  # fmt: skip
+def test_an_answer_of_the_wrong_shape_is_a_response_error(
+    sim: NsxSimulator, client: NsxClient, body: str, words: str
+) -> None:
+    sim.malformed(body)
+    with pytest.raises(NsxResponseError) as exc:
+        client.get_route()
+    assert words in str(exc.value)
+    assert sim.url in str(exc.value) and "GET" in str(exc.value)
+    assert client.reachable is True
+
+
+def test_a_huge_answer_is_not_read(sim: NsxSimulator, client: NsxClient) -> None:
+    client.put_route(DESIRED, None)
+    sim.malformed("{}", pad_to=10_000_000)
+    with pytest.raises(NsxResponseError, match="longer than 1048576 bytes"):
+        client.get_route()
+    assert client.get_route() is not None, "the next answer is read normally"
 
 
 def test_gives_up_after_max_attempts(
@@ -341,7 +401,7 @@ def test_all_managers_down(rec: Recorder, caplog: pytest.LogCaptureFixture) -> N
     try:
         a.down(True)
         b.down(True)
-        c = make_client(config(a.url, b.url), rec, max_attempts=4)
+        c = make_client(config(a.url, b.url), rec, max_attempts=2)
         with (
             caplog.at_level(logging.DEBUG, logger="litelb.nsx"),
             pytest.raises(NsxUnavailableError) as exc,
@@ -353,7 +413,7 @@ def test_all_managers_down(rec: Recorder, caplog: pytest.LogCaptureFixture) -> N
         assert b.url in str(exc.value)
         assert len(a.requests()) == 2
         assert len(b.requests()) == 2
-        # A full round of managers failed between two sleeps, not every attempt.
+        # A round tries every manager; the wait comes between rounds.
         assert len(rec.sleeps) == 1
         assert c.reachable is False
     finally:

@@ -7,14 +7,15 @@ revision), so each test checks the state of the world, not the calls made.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 
 from litelb.adapters.nsx import NsxAuthError, NsxConflictError, NsxError
+from litelb.backoff import AUTH_RETRY
 from litelb.config import Config, CoordinationConfig, NsxConfig, VipConfig
 from litelb.core.health import Health
-from litelb.engine import AUTH_RETRY, Engine
+from litelb.engine import HEARTBEAT, MIN_STALL_LIMIT, Engine, stall_limit
 from litelb.metrics import Metrics
 from litelb.model import Endpoint, EndpointSnapshot, Reason, Route, Tag
 
@@ -86,7 +87,7 @@ def nsx() -> MemoryNsx:
     return MemoryNsx()
 
 
-def engine(nsx: MemoryNsx, clock: Clock, node: str = A) -> Engine:
+def engine(nsx: MemoryNsx, clock: Clock, node: str = A, **kwargs: Any) -> Engine:
     cfg = Config(
         vip=VipConfig("192.168.160.249"),
         nsx=NsxConfig(
@@ -96,7 +97,12 @@ def engine(nsx: MemoryNsx, clock: Clock, node: str = A) -> Engine:
     )
     cfg = replace(cfg, kubernetes=replace(cfg.kubernetes, node_address=node))
     return Engine(
-        cfg, nsx, metrics=Metrics(), local_addresses=frozenset, clock=clock, wall=lambda: 1.8e9
+        cfg,
+        nsx,
+        local_addresses=frozenset,
+        clock=clock,
+        wall=lambda: 1.8e9,
+        **{"metrics": Metrics(), **kwargs},
     )
 
 
@@ -189,18 +195,63 @@ def test_follower_takes_over_a_dead_leader(nsx: MemoryNsx, clock: Clock) -> None
     assert nsx.route is not None and nsx.route.leader == B and nsx.route.next_hops == (B, C)
 
 
-def test_failing_nsx_is_retried_with_backoff_not_in_a_loop(nsx: MemoryNsx, clock: Clock) -> None:
-    e = engine(nsx, clock)
-    e.set_snapshot(snapshot(A, B))
-    nsx.fail = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy")
+def retry_delays(e: Engine, clock: Clock, passes: int) -> list[float]:
     delays = []
-    for _ in range(8):
+    for _ in range(passes):
         e.reconcile()
         delays.append(e._next_deadline() - clock.now)
         clock.now = e._next_deadline()
-    assert all(d > 0 for d in delays)
-    assert delays[-1] > delays[0] * 4, delays
-    assert max(delays) <= 10.0 * 1.2
+    return delays
+
+
+def test_failing_nsx_is_retried_with_backoff_not_in_a_loop(nsx: MemoryNsx, clock: Clock) -> None:
+    e = engine(nsx, clock, random=lambda: 0.999999)
+    e.set_snapshot(snapshot(A, B))
+    nsx.fail = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy")
+    delays = retry_delays(e, clock, 8)
+    assert delays == pytest.approx([1, 2, 4, 8, 16, 30, 30, 30], rel=1e-4)
+    nsx.fail = None
+    e.reconcile()
+    nsx.fail = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy")
+    assert retry_delays(e, clock, 1) == pytest.approx([1.0], rel=1e-4), "a success resets"
+
+
+def test_retry_after_is_capped_and_does_not_restart_the_backoff(
+    nsx: MemoryNsx, clock: Clock
+) -> None:
+    e = engine(nsx, clock, random=lambda: 0.0)
+    e.set_snapshot(snapshot(A, B))
+    busy = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy", retry_after=3600.0)
+    nsx.fail = busy
+    assert retry_delays(e, clock, 1) == [30.0]
+    nsx.fail = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy")
+    e2 = engine(nsx, clock, random=lambda: 0.999999)
+    e2.set_snapshot(snapshot(A, B))
+    nsx.fail = busy
+    e2.reconcile()
+    clock.now = e2._next_deadline()
+    nsx.fail = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy")
+    # The third failure in a row: up to 4 s, not the first failure's 1 s again.
+    assert retry_delays(e2, clock, 2) == pytest.approx([2.0, 4.0], rel=1e-4)
+
+
+def test_a_bug_in_a_pass_is_counted_and_retried_not_fatal(
+    nsx: MemoryNsx, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = Metrics()
+    e = engine(nsx, clock, metrics=metrics, random=lambda: 0.0)
+    e.set_snapshot(snapshot(A, B))
+    nsx.fail = AttributeError("'str' object has no attribute 'get'")
+    for _ in range(3):
+        assert e.reconcile().action.value == "noop"
+        clock.now = e._next_deadline()
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1, "the traceback is logged once"
+    assert "internal error: AttributeError" in (e.status.last_error or "")
+    assert metrics.registry.get_sample_value("litelb_reconcile_errors_total") == 3
+    nsx.fail = None
+    assert e.reconcile().reason is Reason.CREATE
+    assert e.status.last_error is None
 
 
 def test_foreign_route_is_reported_and_left_alone(nsx: MemoryNsx, clock: Clock) -> None:
@@ -212,3 +263,10 @@ def test_foreign_route_is_reported_and_left_alone(nsx: MemoryNsx, clock: Clock) 
     assert nsx.writes == [] and nsx.route.next_hops == ("10.9.9.9",)
     assert "litelb/managed-by" in (e.status.last_error or "")
     assert not e.status.in_sync
+
+
+def test_stall_limit_covers_one_call_over_every_manager() -> None:
+    assert stall_limit(10.0, 1) >= 30.0
+    assert stall_limit(35.0, 2) >= 2 * 2 * 35.0 + HEARTBEAT
+    assert stall_limit(300.0, 3) >= 3 * 2 * 300.0
+    assert stall_limit(1.0, 1) == MIN_STALL_LIMIT

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from litelb.adapters.nsx import (
+    InvalidBody,
     NsxAuthError,
     NsxConflictError,
     NsxError,
@@ -264,8 +266,40 @@ def test_ipv6_hops_are_compared_in_canonical_form() -> None:
 
 
 def test_route_from_a_sparse_body() -> None:
-    route = route_from_body({"network": "10.0.0.1/32", "next_hops": []})
-    assert route == Route("10.0.0.1/32", (), "", (), None, True)
+    route = route_from_body({"network": "10.0.0.1/32", "next_hops": [], "_revision": 0})
+    assert route == Route("10.0.0.1/32", (), "", (), 0, True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"next_hops": ["10.0.0.1"]}, "a next hop is str"),
+        ({"next_hops": [{"ip_address": "10.0.0.1/32"}]}, "'10.0.0.1/32' is not an IP address"),
+        ({"next_hops": [{"ip_address": 10}]}, "ip_address is int"),
+        ({"next_hops": [{"ip_address": "10.0.0.1", "admin_distance": "1"}]}, "admin_distance"),
+        ({"next_hops": [{"ip_address": "10.0.0.1", "admin_distance": True}]}, "admin_distance"),
+        ({"next_hops": {"ip_address": "10.0.0.1"}}, "next_hops is dict"),
+        ({"next_hops": None}, "next_hops is missing"),
+        ({"network": None}, "network is missing"),
+        ({"network": "somewhere"}, "'somewhere' is not an address range"),
+        ({"network": ["10.0.0.1/32"]}, "network is list"),
+        ({"tags": "litelb"}, "tags is str"),
+        ({"tags": [["litelb/leader", "10.0.0.1"]]}, "a tag is list"),
+        ({"tags": [{"scope": "litelb/leader", "tag": 7}]}, "tag is int"),
+        ({"display_name": {"x": 1}}, "display_name is dict"),
+        ({"_revision": "7"}, "_revision is str"),
+        ({"_revision": None}, "_revision is missing"),
+    ],
+)
+def test_a_route_body_of_the_wrong_shape_is_invalid(overrides: dict, words: str) -> None:
+    with pytest.raises(InvalidBody, match=re.escape(words)):
+        route_from_body(nsx_body(**overrides))
+
+
+@pytest.mark.parametrize("body", [None, [], "route", 7, 1.5, True])
+def test_a_route_body_that_is_not_an_object_is_invalid(body: object) -> None:
+    with pytest.raises(InvalidBody, match="not a JSON object"):
+        route_from_body(body)
 
 
 def test_tier1_info_advertises_static_routes() -> None:

@@ -345,6 +345,34 @@ def test_latency(sim: NsxSimulator, nsx: requests.Session) -> None:
     sim.latency(0)
 
 
+def test_malformed_bodies_on_demand(sim: NsxSimulator, nsx: requests.Session) -> None:
+    nsx.put(sim.url + ROUTE, json=body("10.0.0.1"))
+    sim.malformed('{"network": "192.0.2.10/32", "next_hops": ["10.0.0.1"]}', count=2)
+    for _ in range(2):
+        answer = nsx.get(sim.url + ROUTE)
+        assert answer.status_code == 200
+        assert answer.json()["next_hops"] == ["10.0.0.1"]
+    assert nsx.get(sim.url + ROUTE).json()["next_hops"][0]["ip_address"] == "10.0.0.1"
+    sim.malformed("<html>proxy error</html>", method="PUT")
+    assert nsx.get(sim.url + ROUTE).status_code == 200, "only PUT is affected"
+    assert nsx.put(sim.url + ROUTE, json=body("10.0.0.2")).text == "<html>proxy error</html>"
+    assert sim.route("t1", "r1")["next_hops"][0]["ip_address"] == "10.0.0.1", "not stored"
+    sim.malformed("{}", pad_to=10_000_000)
+    huge = nsx.get(sim.url + ROUTE)
+    assert len(huge.content) == 10_000_000 and huge.json() == {}
+
+
+def test_black_hole_accepts_and_never_answers(sim: NsxSimulator, nsx: requests.Session) -> None:
+    sim.black_hole(True)
+    start = time.monotonic()
+    with pytest.raises(requests.ReadTimeout):
+        nsx.get(sim.url + T1, timeout=(1.0, 0.3))
+    assert time.monotonic() - start >= 0.3
+    assert [r.status for r in sim.requests()] == [0]
+    sim.black_hole(False)
+    assert nsx.get(sim.url + T1, timeout=2).status_code == 200
+
+
 def test_drop_and_down(sim: NsxSimulator, nsx: requests.Session) -> None:
     sim.drop(2)
     for _ in range(2):
