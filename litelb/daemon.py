@@ -17,7 +17,9 @@ from typing import Callable, Optional
 
 from litelb import __version__, logs
 from litelb.adapters.http import StatusServer, StatusServerError
-from litelb.adapters.kube import EndpointWatcher, KubeClient, KubeError, find_kubeconfig
+from litelb.adapters.kube_client import KubeClient
+from litelb.adapters.kube_watch import EndpointWatcher
+from litelb.adapters.kubeconfig import KubeError, find_kubeconfig
 from litelb.adapters.nsx import NsxClient
 from litelb.adapters.probe import Prober, tls_context
 from litelb.adapters.systemd import Notifier

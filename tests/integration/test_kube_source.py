@@ -12,16 +12,15 @@ from typing import Callable, Optional
 
 import pytest
 
-from litelb.adapters.kube import (
+from litelb.adapters.kube_client import (
     RBAC_FIX,
-    EndpointWatcher,
     KubeClient,
-    KubeConfigError,
     KubeForbiddenError,
     KubeUnavailableError,
-    find_kubeconfig,
-    kube_checks,
 )
+from litelb.adapters.kube_watch import EndpointWatcher
+from litelb.adapters.kubeconfig import KubeConfigError, find_kubeconfig
+from litelb.check import kube_checks
 from litelb.config import KubernetesConfig
 from litelb.model import EndpointSnapshot
 from tests.kubeapi import FakeKubeApiServer

@@ -1,8 +1,7 @@
-"""Kubernetes adapter: which API servers the EndpointSlices list, kept current by a watch.
+"""The Kubernetes API client: the API servers litelb may talk to, with failover and TLS.
 
 Everything here talks to Kubernetes through the official client, as the kubelet's
-identity, and only reads. The decision core never sees this module's types: the
-watcher hands it EndpointSnapshot values.
+identity, and only reads.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import http.client
 import ipaddress
 import json
 import logging
-import random
 import re
 import socket
 import ssl
@@ -27,39 +25,17 @@ from kubernetes import client as k8s_client
 from kubernetes.client.rest import ApiException
 from urllib3.connection import HTTPConnection
 
-from litelb.adapters.kubeconfig import (
-    KUBELET_KUBECONFIGS,
-    KubeConfigError,
-    KubeError,
-    find_kubeconfig,
-    load_configuration,
-)
+from litelb.adapters.kube_slices import ADDRESS_TYPES, endpoints_to_snapshot, slices_to_snapshot
+from litelb.adapters.kubeconfig import KubeError, load_configuration
 from litelb.config import KubernetesConfig
-from litelb.core.decide import own_identity
-from litelb.model import CheckResult, Endpoint, EndpointSnapshot, ip_sort_key
-
-__all__ = [
-    "KUBELET_KUBECONFIGS",
-    "EndpointWatcher",
-    "KubeClient",
-    "KubeConfigError",
-    "KubeError",
-    "KubeForbiddenError",
-    "KubeGoneError",
-    "KubeUnavailableError",
-    "endpoints_to_snapshot",
-    "find_kubeconfig",
-    "kube_checks",
-    "slices_to_snapshot",
-]
+from litelb.model import EndpointSnapshot
 
 log = logging.getLogger("litelb.kube")
 
 RBAC_FIX = "litelb rbac | kubectl apply -f -"
 DISCOVERY_GROUP = "discovery.k8s.io"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-DEFAULT_PORT = 6443
-ADDRESS_TYPES = {4: "IPv4", 6: "IPv6"}
+
 
 # Linux keepalive: a peer that vanished (powered-off VM, cut link) is noticed after
 # about IDLE + INTVL * CNT = 8 s even while a watch legitimately waits in silence.
@@ -72,12 +48,6 @@ KEEPALIVE_COUNT = 3
 WATCH_CLOSE_SLACK = 3.0
 # After a server failed, others are preferred for this long.
 FAILED_SERVER_PENALTY = 30.0
-# The Endpoints fallback polls; a watch on core endpoints is not granted to nodes.
-FALLBACK_POLL_INTERVAL = 2.0
-# A watch that ends this soon with nothing in it counts as a failure for backoff.
-SHORT_WATCH = 1.0
-STOP_INTERRUPT_INTERVAL = 0.2
-
 # How urllib3 1.26 and 2.x word a certificate that does not name the address dialled.
 _NAME_MISMATCH = re.compile(r"mismatch|doesn't match")
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException)
@@ -104,85 +74,6 @@ class KubeGoneError(KubeError):
 
 class KubeUnavailableError(KubeError):
     """No API server answered: connection refused, timed out or failed TLS verification."""
-
-
-def _get(obj: Any, camel: str, snake: str) -> Any:
-    """A field of a raw API dict (camelCase) or of a client model (snake_case)."""
-    if isinstance(obj, dict):
-        return obj.get(camel)
-    return getattr(obj, snake, None)
-
-
-def _normalized_ip(text: Any, family: int) -> Optional[str]:
-    try:
-        ip = ipaddress.ip_address(str(text))
-    except ValueError:
-        return None
-    return ip.compressed if ip.version == family else None
-
-
-def _service_port(ports: Any) -> int:
-    """The port named "https", else the first one, else the API server default."""
-    numbers = [(_get(p, "name", "name"), _get(p, "port", "port")) for p in ports or ()]
-    numbers = [(name, port) for name, port in numbers if isinstance(port, int)]
-    for name, port in numbers:
-        if name == "https":
-            return port
-    return numbers[0][1] if numbers else DEFAULT_PORT
-
-
-def _merged(found: dict[tuple[str, int], bool], resource_version: str) -> EndpointSnapshot:
-    endpoints = tuple(
-        Endpoint(address=address, port=port, ready=ready)
-        for (address, port), ready in sorted(
-            found.items(), key=lambda item: (ip_sort_key(item[0][0]), item[0][1])
-        )
-    )
-    return EndpointSnapshot(endpoints=endpoints, resource_version=resource_version)
-
-
-def slices_to_snapshot(slices: list[Any], family: int, resource_version: str) -> EndpointSnapshot:
-    """Merge EndpointSlices (raw dicts or client models) into one snapshot of `family`.
-
-    A purely computational function with no side effects. Slices of the other
-    address family (and FQDN slices) are skipped; an endpoint is ready unless
-    `conditions.ready` is false or `conditions.terminating` is true; an address
-    listed twice (slices overlap while the controller moves endpoints) is ready if
-    any copy says so.
-    """
-    wanted_type = ADDRESS_TYPES[family]
-    found: dict[tuple[str, int], bool] = {}
-    for es in slices:
-        if _get(es, "addressType", "address_type") != wanted_type:
-            continue
-        port = _service_port(_get(es, "ports", "ports"))
-        for ep in _get(es, "endpoints", "endpoints") or ():
-            conditions = _get(ep, "conditions", "conditions")
-            ready = conditions is None or (
-                _get(conditions, "ready", "ready") is not False
-                and _get(conditions, "terminating", "terminating") is not True
-            )
-            for text in _get(ep, "addresses", "addresses") or ():
-                address = _normalized_ip(text, family)
-                if address is not None:
-                    found[(address, port)] = found.get((address, port), False) or ready
-    return _merged(found, resource_version)
-
-
-def endpoints_to_snapshot(endpoints: Any, family: int, resource_version: str) -> EndpointSnapshot:
-    """The same view from a core v1 Endpoints object (raw dict), for the fallback.
-
-    A purely computational function with no side effects.
-    """
-    found: dict[tuple[str, int], bool] = {}
-    for subset in endpoints.get("subsets") or ():
-        port = _service_port(subset.get("ports"))
-        for key, ready in (("addresses", True), ("notReadyAddresses", False)):
-            for entry in subset.get(key) or ():
-                address = _normalized_ip(entry.get("ip"), family)
-                if address is not None:
-                    found[(address, port)] = found.get((address, port), False) or ready
-    return _merged(found, resource_version)
 
 
 def _host(address: str) -> str:
@@ -595,343 +486,3 @@ class KubeClient:
         for api in clients:
             api.rest_client.pool_manager.clear()
             api.close()
-
-
-class EndpointWatcher:
-    """List, then watch, the service's EndpointSlices; hand every state to `on_snapshot`.
-
-    `run` blocks until `stop` is set and never raises. Every snapshot is the whole
-    merged state, never a delta, so the receiver only has to act on the latest.
-
-    Each watch asks the server to end it after `watch_timeout` seconds and is then
-    resumed from the last resourceVersion; a server that stops talking is noticed
-    WATCH_CLOSE_SLACK seconds later. The default 6 keeps that under 10 s and
-    `last_progress` fresh at least every 6 s, for one cheap request per 6 s.
-    """
-
-    def __init__(
-        self,
-        client: KubeClient,
-        *,
-        family: int,
-        on_snapshot: Callable[[EndpointSnapshot], None],
-        stop: threading.Event,
-        watch_timeout: int = 6,
-        retry_max: float = 5.0,
-    ) -> None:
-        self._client = client
-        self._family = family
-        self._on_snapshot = on_snapshot
-        self._stop = stop
-        self._watch_timeout = watch_timeout
-        self._retry_max = retry_max
-        self._random = random.Random()
-        self._failures = 0
-        self._slices: dict[str, dict] = {}
-        self._reported: Optional[str] = None
-        self._fallback_active = False
-        self.synced = threading.Event()
-        self.last_progress = time.monotonic()
-        # When the watcher last started a list, watch or poll: it is alive even while
-        # Kubernetes is not, which last_progress cannot tell.
-        self.last_attempt = time.monotonic()
-        self.last_error: Optional[str] = None
-
-    def run(self) -> None:
-        done = threading.Event()
-        threading.Thread(
-            target=self._interrupt_on_stop, args=(done,), name="litelb-kube-stop", daemon=True
-        ).start()
-        try:
-            self._loop()
-        finally:
-            done.set()
-
-    def _loop(self) -> None:
-        resource_version: Optional[str] = None
-        while not self._stop.is_set():
-            self.last_attempt = time.monotonic()
-            try:
-                if resource_version is None:
-                    resource_version = self._list()
-                else:
-                    resource_version = self._watch(resource_version)
-            # The watcher must outlive any bug of its own: the daemon would otherwise
-            # keep routing on a view that silently stopped changing.
-            except Exception as e:
-                if self._stop.is_set():
-                    return  # the interrupted watch's error is no news
-                resource_version = None
-                self._recover(e)
-
-    def _interrupt_on_stop(self, done: threading.Event) -> None:
-        self._stop.wait()
-        # Repeated: a watch opened just as stop was set must not hold up the exit.
-        while True:
-            self._client.interrupt()
-            if done.wait(0.05):
-                return
-            done.wait(STOP_INTERRUPT_INTERVAL)
-
-    def _recover(self, e: Exception) -> None:
-        """Report a failed list or watch and wait as it deserves; a fresh list follows."""
-        if isinstance(e, KubeGoneError):
-            log.debug("%s; listing again", e)
-        elif isinstance(e, KubeForbiddenError):
-            self._failed(str(e), logging.ERROR)
-            self._fallback()
-        elif isinstance(e, KubeError):
-            self._failed(str(e), logging.WARNING)
-            self._backoff()
-        else:
-            log.exception("EndpointSlice watcher failed unexpectedly")
-            self._failed(f"unexpected error: {type(e).__name__}: {e}", logging.ERROR)
-            self._backoff()
-
-    def _list(self) -> str:
-        items, resource_version = self._client.list_slice_objects()
-        self._slices = {s["metadata"]["name"]: s for s in items}
-        self._publish(resource_version)
-        self.synced.set()
-        self._succeeded()
-        return resource_version
-
-    def _watch(self, resource_version: str) -> Optional[str]:
-        """Follow one watch stream; the resourceVersion to resume from, None to relist."""
-        started = time.monotonic()
-        events = 0
-        stream = self._client.watch_slices(resource_version, self._watch_timeout)
-        try:
-            for event_type, obj in stream:
-                events += 1
-                if event_type == "ERROR":
-                    return self._watch_error(obj)
-                metadata = obj.get("metadata") or {}
-                resource_version = str(metadata.get("resourceVersion") or resource_version)
-                if event_type == "DELETED":
-                    self._slices.pop(metadata.get("name"), None)
-                elif event_type in ("ADDED", "MODIFIED"):
-                    self._slices[metadata.get("name")] = obj
-                if event_type != "BOOKMARK":
-                    self._publish(resource_version)
-                self._succeeded()
-                if self._stop.is_set():
-                    return resource_version
-        finally:
-            stream.close()
-        if events == 0 and time.monotonic() - started < SHORT_WATCH:
-            # A server that keeps ending watches at once must not make us spin.
-            self.last_progress = time.monotonic()
-            self._failures += 1
-            self._wait(self._delay())
-        else:
-            self._succeeded()
-        return resource_version
-
-    def _watch_error(self, status: dict) -> Optional[str]:
-        if status.get("code") == 410:
-            log.debug("watch expired (%s); listing again", status.get("message"))
-            return None
-        raise KubeError(
-            f"watch EndpointSlices of {self._client.service}: error event "
-            f"{status.get('code')} {status.get('reason')}: {status.get('message')}"
-        )
-
-    def _publish(self, resource_version: str) -> None:
-        snapshot = slices_to_snapshot(list(self._slices.values()), self._family, resource_version)
-        self._deliver(snapshot)
-
-    def _deliver(self, snapshot: EndpointSnapshot) -> None:
-        self._client.note_endpoints(snapshot)
-        try:
-            self._on_snapshot(snapshot)
-        # The receiver's bug is logged where it happens; the watch state stays valid,
-        # and the next snapshot (a full state, not a delta) makes up for this one.
-        except Exception:
-            log.exception("the EndpointSlice receiver failed on %s", snapshot)
-
-    def _fallback(self) -> None:
-        """While RBAC forbids EndpointSlices, poll what the Node authorizer always grants."""
-        try:
-            snapshot = self._client.get_endpoints(self._family)
-        except KubeError as e:
-            log.debug("Endpoints fallback unavailable: %s", e)
-            self._backoff()
-            return
-        if not self._fallback_active:
-            log.warning(
-                "FALLBACK: polling the core v1 Endpoints %s every %.0f s instead of watching "
-                "its EndpointSlices; changes are seen later and readiness is coarser until "
-                "the permission is granted: %s",
-                self._client.service,
-                FALLBACK_POLL_INTERVAL,
-                RBAC_FIX,
-            )
-            self._fallback_active = True
-        self._deliver(snapshot)
-        self.synced.set()
-        self.last_progress = time.monotonic()
-        self._wait(FALLBACK_POLL_INTERVAL)
-
-    def _succeeded(self) -> None:
-        self._failures = 0
-        self.last_progress = time.monotonic()
-        if self.last_error is not None:
-            log.info("EndpointSlices readable again through %s", self._client.server)
-        self.last_error = None
-        self._reported = None
-        self._fallback_active = False
-
-    def _failed(self, text: str, level: int) -> None:
-        """Record a failure; log it only when it differs from the last one logged."""
-        self._failures += 1
-        self.last_error = text
-        if text != self._reported:
-            log.log(level, "%s", text)
-            self._reported = text
-
-    def _delay(self) -> float:
-        ceiling = min(self._retry_max, 0.2 * 2 ** min(self._failures, 10))
-        return ceiling * (0.5 + self._random.random() / 2)
-
-    def _backoff(self) -> None:
-        self._wait(self._delay())
-
-    def _wait(self, seconds: float) -> None:
-        self._stop.wait(seconds)
-
-
-def kube_checks(
-    cfg: KubernetesConfig,
-    *,
-    family: int,
-    vip: Optional[str] = None,
-    local_addresses: frozenset[str] = frozenset(),
-) -> list[CheckResult]:
-    """The Kubernetes lines of `litelb check`; with `vip`, also whether certificates name it;
-    `local_addresses` find this node's own entry in the EndpointSlices."""
-    results: list[CheckResult] = []
-    try:
-        path, why = find_kubeconfig(cfg.kubeconfig)
-    except KubeConfigError as e:
-        return [CheckResult("FAIL", f"kubeconfig: {e}")]
-    results.append(CheckResult("ok", f"kubeconfig {path}: {why}"))
-    try:
-        client = KubeClient(cfg, path, read_timeout=5.0)
-    except KubeConfigError as e:
-        results.append(CheckResult("FAIL", f"kubeconfig: {e}"))
-        return results
-    try:
-        results.extend(_client_checks(client, cfg, family, vip, local_addresses))
-    finally:
-        client.close()
-    return results
-
-
-def _client_checks(
-    client: KubeClient,
-    cfg: KubernetesConfig,
-    family: int,
-    vip: Optional[str],
-    local_addresses: frozenset[str],
-) -> list[CheckResult]:
-    results: list[CheckResult] = []
-    missing = []
-    try:
-        for verb in ("list", "watch"):
-            if not client.access_review(verb, DISCOVERY_GROUP, "endpointslices", cfg.namespace):
-                missing.append(verb)
-    except KubeError as e:
-        return [CheckResult("FAIL", f"kubernetes API: {e}")]
-    try:
-        subject, sans = client.server_certificate()
-        results.append(
-            CheckResult(
-                "ok",
-                f"kubernetes API server {client.server}: certificate {subject}, "
-                f"SANs {', '.join(sans) or '(none)'}",
-            )
-        )
-        if vip is not None:
-            results.append(_vip_san_check(client.server, sans, vip))
-    except KubeError as e:
-        results.append(CheckResult("warn", f"kubernetes API server {client.server}: {e}"))
-    if missing:
-        results.append(
-            CheckResult(
-                "FAIL",
-                f"RBAC: may not {' or '.join(missing)} {DISCOVERY_GROUP}/endpointslices in "
-                f"namespace {cfg.namespace!r}; fix: {RBAC_FIX}",
-            )
-        )
-    else:
-        results.append(
-            CheckResult(
-                "ok",
-                f"RBAC: may list and watch {DISCOVERY_GROUP}/endpointslices in "
-                f"namespace {cfg.namespace!r}",
-            )
-        )
-    results.extend(_endpoints_checks(client, cfg, family, local_addresses))
-    return results
-
-
-def _vip_san_check(server: str, sans: tuple[str, ...], vip: str) -> CheckResult:
-    address = ipaddress.ip_address(vip).compressed
-    if address in sans:
-        return CheckResult("ok", f"VIP {address} is in the certificate of {server}")
-    # Only a warning: clients may reach the VIP through a DNS name that is listed.
-    return CheckResult(
-        "warn",
-        f"VIP {address} is not in the certificate of {server}: clients connecting to "
-        f"https://{_host(address)} by address fail TLS verification "
-        "(add it to the API server certificate's SANs, e.g. kubeadm apiServer.certSANs, "
-        "unless clients use a DNS name from the list above)",
-    )
-
-
-def _endpoints_checks(
-    client: KubeClient, cfg: KubernetesConfig, family: int, local: frozenset[str]
-) -> list[CheckResult]:
-    kind = ADDRESS_TYPES[family]
-    try:
-        snapshot = client.list_slices(family)
-    except KubeForbiddenError:
-        try:
-            fallback = client.get_endpoints(family)
-        except KubeError as e:
-            return [CheckResult("FAIL", f"EndpointSlices of {cfg.service}: forbidden; {e}")]
-        return [
-            CheckResult(
-                "warn",
-                f"EndpointSlices of {cfg.service}: forbidden; the daemon would poll the core "
-                f"Endpoints instead ({len(fallback.ready_addresses)} ready {kind}: "
-                f"{', '.join(fallback.ready_addresses) or 'none'}); fix: {RBAC_FIX}",
-            ),
-            _identity_check(cfg, fallback, local),
-        ]
-    except KubeError as e:
-        return [CheckResult("FAIL", f"EndpointSlices of {cfg.service}: {e}")]
-    ready = snapshot.ready_addresses
-    text = (
-        f"EndpointSlices of {cfg.service} list {len(ready)} ready {kind} endpoints"
-        f"{': ' + ', '.join(ready) if ready else ''}"
-    )
-    return [CheckResult("ok" if ready else "FAIL", text), _identity_check(cfg, snapshot, local)]
-
-
-def _identity_check(
-    cfg: KubernetesConfig, snapshot: EndpointSnapshot, local: frozenset[str]
-) -> CheckResult:
-    listed = [e.address for e in snapshot.endpoints]
-    node = own_identity(cfg.node_address, local, listed)
-    if node is None:
-        return CheckResult(
-            "FAIL",
-            f"none of this node's addresses is listed in the EndpointSlices of {cfg.service}: "
-            "it would follow but never lead; set kubernetes.node_address to the address its "
-            "API server advertises",
-        )
-    if node not in snapshot.ready_addresses:
-        return CheckResult("warn", f"this node is {node}, but its API server is not ready")
-    return CheckResult("ok", f"this node is {node}: its API server is listed and ready")
