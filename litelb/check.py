@@ -13,7 +13,12 @@ from litelb.adapters.kube_client import (
     KubeForbiddenError,
 )
 from litelb.adapters.kube_slices import ADDRESS_TYPES
-from litelb.adapters.kubeconfig import KubeConfigError, KubeError, find_kubeconfig
+from litelb.adapters.kubeconfig import (
+    KubeConfigError,
+    KubeCredentials,
+    KubeError,
+    find_kubeconfig,
+)
 from litelb.adapters.nsx import NsxClient, NsxError, NsxNotFoundError, Tier1Info
 from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config, KubernetesConfig
@@ -151,7 +156,7 @@ def kube_checks(
         return [CheckResult("FAIL", f"kubeconfig: {e}")]
     results.append(CheckResult("ok", f"kubeconfig {path}: {why}"))
     try:
-        client = KubeClient(cfg, path, read_timeout=5.0)
+        client = KubeClient(cfg, KubeCredentials(path), read_timeout=5.0)
     except KubeConfigError as e:
         results.append(CheckResult("FAIL", f"kubeconfig: {e}"))
         return results

@@ -26,7 +26,7 @@ from kubernetes.client.rest import ApiException
 from urllib3.connection import HTTPConnection
 
 from litelb.adapters.kube_slices import ADDRESS_TYPES, endpoints_to_snapshot, slices_to_snapshot
-from litelb.adapters.kubeconfig import KubeError, load_configuration
+from litelb.adapters.kubeconfig import KubeCredentials, KubeError
 from litelb.config import KubernetesConfig
 from litelb.model import EndpointSnapshot
 
@@ -73,7 +73,34 @@ class KubeGoneError(KubeError):
 
 
 class KubeUnavailableError(KubeError):
-    """No API server answered: connection refused, timed out or failed TLS verification."""
+    """No API server answered: connection refused, timed out or failed TLS verification.
+
+    `nothing_listening`: every server refused the connection. That costs them
+    nothing, and it is what the node sees before `kubeadm init` has started the
+    API server, so litelb asks again soon rather than backing off.
+    """
+
+    def __init__(self, message: str, *, nothing_listening: bool = False) -> None:
+        super().__init__(message)
+        self.nothing_listening = nothing_listening
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether a connection refusal is behind `error` (urllib3 wraps it, differently
+    in 1.26 and 2.x)."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        seen.add(id(current))
+        reason = getattr(current, "reason", None)
+        current = (
+            reason
+            if isinstance(reason, BaseException)
+            else current.__cause__ or current.__context__
+        )
+    return False
 
 
 def _host(address: str) -> str:
@@ -126,27 +153,26 @@ class KubeClient:
     """The API servers litelb may talk to, with failover between them.
 
     All servers share the kubeconfig's CA and client credentials and are always
-    verified. Thread-safe.
+    verified. When the credential files change on disk, or a server answers 401,
+    the next request uses them as they are now. Thread-safe.
     """
 
     def __init__(
         self,
         cfg: KubernetesConfig,
-        kubeconfig_path: str,
+        credentials: KubeCredentials,
         *,
         read_timeout: float = 10.0,
         connect_timeout: float = 3.0,
     ) -> None:
         self._cfg = cfg
-        self._path = kubeconfig_path
+        self._credentials = credentials
+        self._path = credentials.path
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
-        base = load_configuration(kubeconfig_path)
-        self._kubeconfig_server = base.host.rstrip("/")
+        self._generation = credentials.generation
+        self._kubeconfig_server = credentials.server
         self._kubeconfig_host = urllib.parse.urlsplit(self._kubeconfig_server).hostname or ""
-        self._ca_file: Optional[str] = base.ssl_ca_cert
-        self._client_cert: Optional[str] = base.cert_file
-        self._client_key: Optional[str] = base.key_file
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, Optional[str]], k8s_client.ApiClient] = {}
         # Servers whose certificate is verified for the kubeconfig's host name.
@@ -157,7 +183,6 @@ class KubeClient:
         self._streams: set[Any] = set()
         self._announced = False
         self._closed = False
-        self._clients[(self._current, None)] = self._new_api_client(base)
 
     # -- servers and failover -------------------------------------------------------
 
@@ -205,12 +230,19 @@ class KubeClient:
 
     def _api(self, server: str, alias: Optional[str]) -> k8s_client.ApiClient:
         key = (server, alias)
+        generation = self._credentials.refresh()
+        stale: list[k8s_client.ApiClient] = []
         with self._lock:
             if self._closed:
                 raise KubeError("the Kubernetes client was closed")
+            if generation != self._generation:
+                # New credentials: no pooled connection may keep presenting the old ones.
+                stale, self._clients = list(self._clients.values()), {}
+                self._generation = generation
             api = self._clients.get(key)
+        _close_all(stale)
         if api is None:
-            configuration = load_configuration(self._path, server)
+            configuration = self._credentials.configuration(server)
             if alias is not None:
                 configuration.assert_hostname = alias
             api = self._new_api_client(configuration)
@@ -219,6 +251,16 @@ class KubeClient:
         return api
 
     def _attempt(self, server: str, request: Callable[[k8s_client.ApiClient], _T]) -> _T:
+        """One request to `server`; after a 401 once more if the credentials changed."""
+        before = self._generation
+        try:
+            return self._attempt_verified(server, request)
+        except ApiException as e:
+            if e.status != 401 or self._credentials.rejected(server) == before:
+                raise
+        return self._attempt_verified(server, request)
+
+    def _attempt_verified(self, server: str, request: Callable[[k8s_client.ApiClient], _T]) -> _T:
         with self._lock:
             alias = self._aliases.get(server)
         try:
@@ -256,6 +298,7 @@ class KubeClient:
     def _call(self, what: str, request: Callable[[k8s_client.ApiClient], _T]) -> tuple[str, _T]:
         """Run `request` against the current server, failing over to the others."""
         failures = []
+        refused = True
         for server in self._candidates():
             try:
                 result = self._attempt(server, request)
@@ -264,17 +307,20 @@ class KubeClient:
                 if e.status == 0 or e.status == 429 or e.status >= 500:
                     self._mark_failed(server)
                     failures.append(f"{server}: {_describe(e)}")
+                    refused = False
                     continue
                 self._use(server)
                 raise
             except _TRANSPORT_ERRORS as e:
                 self._mark_failed(server)
                 failures.append(f"{server}: {_describe(e)}")
+                refused = refused and _refused(e)
                 continue
             self._use(server)
             return server, result
         raise KubeUnavailableError(
-            f"{what}: no Kubernetes API server answered ({'; '.join(failures)})"
+            f"{what}: no Kubernetes API server answered ({'; '.join(failures)})",
+            nothing_listening=refused and bool(failures),
         )
 
     def _timeout(self, read: Optional[float] = None) -> tuple[float, float]:
@@ -447,7 +493,7 @@ class KubeClient:
         server = self.server
         parts = urllib.parse.urlsplit(server)
         host, port = parts.hostname or "", parts.port or 443
-        context = ssl.create_default_context(cafile=self._ca_file)
+        context = ssl.create_default_context(cafile=self._credentials.tls_files()[0])
         with self._lock:
             # Only read for display, and the chain is still verified; requests to this
             # server check the name it is known by (see _attempt).
@@ -471,10 +517,6 @@ class KubeClient:
                 sans.append(value)
         return _peer_name_text(cert.get("subject")), tuple(sans)
 
-    def tls_files(self) -> tuple[Optional[str], Optional[str], Optional[str]]:
-        """(CA, client certificate, client key) files of the kubeconfig, for the probes."""
-        return self._ca_file, self._client_cert, self._client_key
-
     def server_certificate_sans(self) -> tuple[str, ...]:
         return self.server_certificate()[1]
 
@@ -483,6 +525,10 @@ class KubeClient:
         with self._lock:
             self._closed = True
             clients, self._clients = list(self._clients.values()), {}
-        for api in clients:
-            api.rest_client.pool_manager.clear()
-            api.close()
+        _close_all(clients)
+
+
+def _close_all(clients: list[k8s_client.ApiClient]) -> None:
+    for api in clients:
+        api.rest_client.pool_manager.clear()
+        api.close()

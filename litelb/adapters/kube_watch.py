@@ -17,9 +17,11 @@ from litelb.adapters.kube_client import (
     KubeClient,
     KubeForbiddenError,
     KubeGoneError,
+    KubeUnavailableError,
 )
 from litelb.adapters.kube_slices import slices_to_snapshot
 from litelb.adapters.kubeconfig import KubeError
+from litelb.backoff import Backoff, BackoffPolicy
 from litelb.model import EndpointSnapshot
 
 log = logging.getLogger("litelb.kube")
@@ -29,6 +31,9 @@ FALLBACK_POLL_INTERVAL = 2.0
 # A watch that ends this soon with nothing in it counts as a failure for backoff.
 SHORT_WATCH = 1.0
 STOP_INTERRUPT_INTERVAL = 0.2
+# While no API server listens at all (before `kubeadm init`, or every one restarting)
+# asking again costs nothing: this keeps litelb within a second of the first one.
+NOTHING_LISTENING_POLL = 0.5
 
 
 class EndpointWatcher:
@@ -51,16 +56,15 @@ class EndpointWatcher:
         on_snapshot: Callable[[EndpointSnapshot], None],
         stop: threading.Event,
         watch_timeout: int = 6,
-        retry_max: float = 5.0,
+        backoff: Optional[BackoffPolicy] = None,
     ) -> None:
         self._client = client
         self._family = family
         self._on_snapshot = on_snapshot
         self._stop = stop
         self._watch_timeout = watch_timeout
-        self._retry_max = retry_max
         self._random = random.Random()
-        self._failures = 0
+        self._retry = Backoff(backoff or BackoffPolicy())
         self._slices: dict[str, dict] = {}
         self._reported: Optional[str] = None
         self._fallback_active = False
@@ -116,7 +120,7 @@ class EndpointWatcher:
             self._fallback()
         elif isinstance(e, KubeError):
             self._failed(str(e), logging.WARNING)
-            self._backoff()
+            self._backoff(quick=isinstance(e, KubeUnavailableError) and e.nothing_listening)
         else:
             log.exception("EndpointSlice watcher failed unexpectedly")
             self._failed(f"unexpected error: {type(e).__name__}: {e}", logging.ERROR)
@@ -156,8 +160,7 @@ class EndpointWatcher:
         if events == 0 and time.monotonic() - started < SHORT_WATCH:
             # A server that keeps ending watches at once must not make us spin.
             self.last_progress = time.monotonic()
-            self._failures += 1
-            self._wait(self._delay())
+            self._backoff()
         else:
             self._succeeded()
         return resource_version
@@ -208,7 +211,7 @@ class EndpointWatcher:
         self._wait(FALLBACK_POLL_INTERVAL)
 
     def _succeeded(self) -> None:
-        self._failures = 0
+        self._retry = self._retry.succeeded()
         self.last_progress = time.monotonic()
         if self.last_error is not None:
             log.info("EndpointSlices readable again through %s", self._client.server)
@@ -218,18 +221,15 @@ class EndpointWatcher:
 
     def _failed(self, text: str, level: int) -> None:
         """Record a failure; log it only when it differs from the last one logged."""
-        self._failures += 1
         self.last_error = text
         if text != self._reported:
             log.log(level, "%s", text)
             self._reported = text
 
-    def _delay(self) -> float:
-        ceiling = min(self._retry_max, 0.2 * 2 ** min(self._failures, 10))
-        return ceiling * (0.5 + self._random.random() / 2)
-
-    def _backoff(self) -> None:
-        self._wait(self._delay())
+    def _backoff(self, *, quick: bool = False) -> None:
+        now = time.monotonic()
+        self._retry = self._retry.failed(now, self._random.random)
+        self._wait(NOTHING_LISTENING_POLL if quick else self._retry.wait(now))
 
     def _wait(self, seconds: float) -> None:
         self._stop.wait(seconds)
