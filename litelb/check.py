@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
+from typing import Optional
 
-from litelb.adapters.kube import kube_checks
+from litelb.adapters.kube_client import (
+    DISCOVERY_GROUP,
+    RBAC_FIX,
+    KubeClient,
+    KubeForbiddenError,
+)
+from litelb.adapters.kube_slices import ADDRESS_TYPES
+from litelb.adapters.kubeconfig import (
+    KubeConfigError,
+    KubeCredentials,
+    KubeError,
+    find_kubeconfig,
+)
 from litelb.adapters.nsx import NsxClient, NsxError, NsxNotFoundError, Tier1Info
 from litelb.adapters.vip import VipError, VipManager, local_addresses
-from litelb.config import Config
-from litelb.model import CheckResult
+from litelb.config import Config, KubernetesConfig
+from litelb.core.decide import own_identity
+from litelb.model import CheckResult, EndpointSnapshot
 
 
 def run_checks(cfg: Config) -> list[CheckResult]:
@@ -120,3 +135,146 @@ def vip_check(cfg: Config) -> CheckResult:
         f"{where} is absent and vip.manage = false: the API server will drop packets "
         "for the VIP; add it yourself or set vip.manage = true",
     )
+
+
+# -- Kubernetes -------------------------------------------------------------------
+
+
+def kube_checks(
+    cfg: KubernetesConfig,
+    *,
+    family: int,
+    vip: Optional[str] = None,
+    local_addresses: frozenset[str] = frozenset(),
+) -> list[CheckResult]:
+    """The Kubernetes lines of `litelb check`; with `vip`, also whether certificates name it;
+    `local_addresses` find this node's own entry in the EndpointSlices."""
+    results: list[CheckResult] = []
+    try:
+        path, why = find_kubeconfig(cfg.kubeconfig)
+    except KubeConfigError as e:
+        return [CheckResult("FAIL", f"kubeconfig: {e}")]
+    results.append(CheckResult("ok", f"kubeconfig {path}: {why}"))
+    try:
+        client = KubeClient(cfg, KubeCredentials(path), read_timeout=5.0)
+    except KubeConfigError as e:
+        results.append(CheckResult("FAIL", f"kubeconfig: {e}"))
+        return results
+    try:
+        results.extend(_client_checks(client, cfg, family, vip, local_addresses))
+    finally:
+        client.close()
+    return results
+
+
+def _client_checks(
+    client: KubeClient,
+    cfg: KubernetesConfig,
+    family: int,
+    vip: Optional[str],
+    local_addresses: frozenset[str],
+) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    missing = []
+    try:
+        for verb in ("list", "watch"):
+            if not client.access_review(verb, DISCOVERY_GROUP, "endpointslices", cfg.namespace):
+                missing.append(verb)
+    except KubeError as e:
+        return [CheckResult("FAIL", f"kubernetes API: {e}")]
+    try:
+        subject, sans = client.server_certificate()
+        results.append(
+            CheckResult(
+                "ok",
+                f"kubernetes API server {client.server}: certificate {subject}, "
+                f"SANs {', '.join(sans) or '(none)'}",
+            )
+        )
+        if vip is not None:
+            results.append(_vip_san_check(client.server, sans, vip))
+    except KubeError as e:
+        results.append(CheckResult("warn", f"kubernetes API server {client.server}: {e}"))
+    if missing:
+        results.append(
+            CheckResult(
+                "FAIL",
+                f"RBAC: may not {' or '.join(missing)} {DISCOVERY_GROUP}/endpointslices in "
+                f"namespace {cfg.namespace!r}; fix: {RBAC_FIX}",
+            )
+        )
+    else:
+        results.append(
+            CheckResult(
+                "ok",
+                f"RBAC: may list and watch {DISCOVERY_GROUP}/endpointslices in "
+                f"namespace {cfg.namespace!r}",
+            )
+        )
+    results.extend(_endpoints_checks(client, cfg, family, local_addresses))
+    return results
+
+
+def _vip_san_check(server: str, sans: tuple[str, ...], vip: str) -> CheckResult:
+    address = ipaddress.ip_address(vip).compressed
+    if address in sans:
+        return CheckResult("ok", f"VIP {address} is in the certificate of {server}")
+    # Only a warning: clients may reach the VIP through a DNS name that is listed.
+    return CheckResult(
+        "warn",
+        f"VIP {address} is not in the certificate of {server}: clients connecting to "
+        f"https://{_bracketed(address)} by address fail TLS verification "
+        "(add it to the API server certificate's SANs, e.g. kubeadm apiServer.certSANs, "
+        "unless clients use a DNS name from the list above)",
+    )
+
+
+def _endpoints_checks(
+    client: KubeClient, cfg: KubernetesConfig, family: int, local: frozenset[str]
+) -> list[CheckResult]:
+    kind = ADDRESS_TYPES[family]
+    try:
+        snapshot = client.list_slices(family)
+    except KubeForbiddenError:
+        try:
+            fallback = client.get_endpoints(family)
+        except KubeError as e:
+            return [CheckResult("FAIL", f"EndpointSlices of {cfg.service}: forbidden; {e}")]
+        return [
+            CheckResult(
+                "warn",
+                f"EndpointSlices of {cfg.service}: forbidden; the daemon would poll the core "
+                f"Endpoints instead ({len(fallback.ready_addresses)} ready {kind}: "
+                f"{', '.join(fallback.ready_addresses) or 'none'}); fix: {RBAC_FIX}",
+            ),
+            _identity_check(cfg, fallback, local),
+        ]
+    except KubeError as e:
+        return [CheckResult("FAIL", f"EndpointSlices of {cfg.service}: {e}")]
+    ready = snapshot.ready_addresses
+    text = (
+        f"EndpointSlices of {cfg.service} list {len(ready)} ready {kind} endpoints"
+        f"{': ' + ', '.join(ready) if ready else ''}"
+    )
+    return [CheckResult("ok" if ready else "FAIL", text), _identity_check(cfg, snapshot, local)]
+
+
+def _identity_check(
+    cfg: KubernetesConfig, snapshot: EndpointSnapshot, local: frozenset[str]
+) -> CheckResult:
+    listed = [e.address for e in snapshot.endpoints]
+    node = own_identity(cfg.node_address, local, listed)
+    if node is None:
+        return CheckResult(
+            "FAIL",
+            f"none of this node's addresses is listed in the EndpointSlices of {cfg.service}: "
+            "it would follow but never lead; set kubernetes.node_address to the address its "
+            "API server advertises",
+        )
+    if node not in snapshot.ready_addresses:
+        return CheckResult("warn", f"this node is {node}, but its API server is not ready")
+    return CheckResult("ok", f"this node is {node}: its API server is listed and ready")
+
+
+def _bracketed(address: str) -> str:
+    return f"[{address}]" if ":" in address else address

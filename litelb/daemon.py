@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ from typing import Callable, Optional
 
 from litelb import __version__, logs
 from litelb.adapters.http import StatusServer, StatusServerError
-from litelb.adapters.kube import EndpointWatcher, KubeClient, KubeError, find_kubeconfig
+from litelb.adapters.kube_client import KubeClient
+from litelb.adapters.kube_watch import EndpointWatcher
+from litelb.adapters.kubeconfig import KubeCredentials, wait_for_credentials
 from litelb.adapters.nsx import NsxClient
 from litelb.adapters.probe import Prober, tls_context
 from litelb.adapters.systemd import Notifier
@@ -32,6 +35,9 @@ log = logging.getLogger("litelb")
 # SIGTERM → exit within 5 s (SPEC §5): the hand-over write gets what is left of it.
 STOP_BUDGET = 4.0
 TICK = 1.0
+# READY=1 after the first EndpointSlice list or this long, whichever comes first:
+# before `kubeadm init` there is nothing to list, and systemd must not wait for it.
+READY_WAIT = 2.0
 
 
 class Fatal(Exception):
@@ -62,17 +68,20 @@ class Daemon:
             local_addresses=local_addresses,
         )
         self.workers: list[Worker] = []
+        self.credentials: Optional[KubeCredentials] = None
+        self.waiting_for: Optional[str] = None
         self.kube: Optional[KubeClient] = None
         self.watcher: Optional[EndpointWatcher] = None
         self.server: Optional[StatusServer] = None
         self.prober: Optional[Prober] = None
+        self.probes: Optional[ProbeLoop] = None
 
     # -- start ---------------------------------------------------------------------
 
     def start(self) -> None:
         try:
             self._start()
-        except (KubeError, StatusServerError) as e:
+        except StatusServerError as e:
             raise Fatal(str(e)) from e
 
     def _start(self) -> None:
@@ -86,16 +95,7 @@ class Daemon:
                 "on the path can read the NSX password and rewrite the route"
             )
         self.ensure_vip()
-        path, why = find_kubeconfig(cfg.kubernetes.kubeconfig)
-        log.info("using kubeconfig %s (%s)", path, why)
-        self.kube = KubeClient(cfg.kubernetes, path)
-        self.watcher = EndpointWatcher(
-            self.kube,
-            family=cfg.vip.family,
-            on_snapshot=self.engine.set_snapshot,
-            stop=self.stop_event,
-        )
-        self._spawn("kubernetes", self.watcher.run, lambda: self._watcher_progress(), 120.0)
+        self._spawn("kubernetes", self._kubernetes, self._watcher_progress, 120.0)
         reconcile_stall = stall_limit(cfg.nsx.timeout, len(cfg.nsx.managers))
         self._spawn(
             "reconcile", self.engine.run, lambda: self.engine.last_progress, reconcile_stall
@@ -104,9 +104,10 @@ class Daemon:
             self.prober = Prober(
                 path=cfg.health.path,
                 timeout=cfg.health.timeout,
-                context=tls_context(*self.kube.tls_files()),
+                context=self._probe_context,
+                on_unauthorized=self._probe_rejected,
             )
-            probes = ProbeLoop(cfg, self.prober, self.engine, self.stop_event)
+            probes = self.probes = ProbeLoop(cfg, self.prober, self.engine, self.stop_event)
             stall = cfg.health.interval + cfg.health.timeout + 30.0
             self._spawn("probes", probes.run, lambda: probes.progress, stall)
         if cfg.metrics.listen:
@@ -114,6 +115,35 @@ class Daemon:
                 cfg.metrics.listen, status=self.status, healthy=self.healthy, metrics=self.metrics
             )
             self.server.start()
+
+    def _kubernetes(self) -> None:
+        """Wait for the kubeconfig (there is none before `kubeadm init`), then watch."""
+        credentials = wait_for_credentials(
+            self.cfg.kubernetes.kubeconfig, self.stop_event, waiting=self._waiting
+        )
+        if credentials is None:
+            return
+        self.credentials = credentials
+        self.kube = KubeClient(self.cfg.kubernetes, credentials)
+        self.watcher = EndpointWatcher(
+            self.kube,
+            family=self.cfg.vip.family,
+            on_snapshot=self.engine.set_snapshot,
+            stop=self.stop_event,
+        )
+        self.watcher.run()
+
+    def _waiting(self, what: Optional[str]) -> None:
+        self.waiting_for = what
+
+    def _probe_context(self) -> ssl.SSLContext:
+        # Probes start once the watcher lists endpoints, which needs the credentials.
+        assert self.credentials is not None
+        return self.credentials.derived(tls_context)
+
+    def _probe_rejected(self, where: str) -> None:
+        assert self.credentials is not None
+        self.credentials.rejected(where)
 
     def _spawn(
         self, name: str, target: Callable[[], None], progress: Callable[[], float], stall: float
@@ -129,9 +159,10 @@ class Daemon:
         self.engine.note_progress()
 
     def _watcher_progress(self) -> float:
-        # The watcher counts as making progress while it retries too: a Kubernetes
-        # outage must not get the daemon killed, since a restart cannot mend it.
-        assert self.watcher is not None
+        # The watcher counts as making progress while it retries too, and so does
+        # waiting for the kubeconfig: a restart mends neither.
+        if self.watcher is None:
+            return time.monotonic()
         return max(self.watcher.last_progress, self.watcher.last_attempt)
 
     # -- the VIP -------------------------------------------------------------------
@@ -165,6 +196,9 @@ class Daemon:
     def status(self) -> dict:
         s = self.engine.status
         cfg = self.cfg
+        probes = {
+            a: r.detail for a, r in (self.probes.last_results() if self.probes else {}).items()
+        }
         return {
             "version": __version__,
             "node": s.node,
@@ -177,7 +211,10 @@ class Daemon:
                 "managed": cfg.vip.manage,
                 "present": self.vip_present,
             },
-            "endpoints": [{"address": a, "ready": r, "healthy": h} for a, r, h in s.endpoints],
+            "endpoints": [
+                {"address": a, "ready": r, "healthy": h, "probe": probes.get(a)}
+                for a, r, h in s.endpoints
+            ],
             "route": {
                 "path": cfg.nsx.route_path,
                 "next_hops": list(s.next_hops),
@@ -191,6 +228,7 @@ class Daemon:
             "nsx": {"manager": self.nsx.manager, "reachable": self.nsx.reachable},
             "kubernetes": {
                 "server": self.kube.server if self.kube else None,
+                "waiting_for": self.waiting_for,
                 "synced": bool(self.watcher and self.watcher.synced.is_set()),
                 "last_error": self.watcher.last_error if self.watcher else None,
             },
@@ -199,14 +237,21 @@ class Daemon:
     # -- the main loop -------------------------------------------------------------
 
     def serve(self) -> None:
-        assert self.watcher is not None
-        # READY=1 the moment the first list is in (SPEC §5), not at the next tick.
+        # READY=1 the moment the first list is in, not at the next tick; or, while
+        # there is nothing to list yet, after READY_WAIT with STATUS= saying why.
+        ready_by = time.monotonic() + READY_WAIT
         while not self.stop_event.is_set():
-            if self.watcher.synced.wait(0.05):
-                self.notifier.ready()
+            watcher = self.watcher
+            if watcher is not None and watcher.synced.wait(0.05):
                 log.info("ready: first EndpointSlice list done")
                 break
+            if watcher is None:
+                self.stop_event.wait(0.05)
+            if time.monotonic() >= ready_by:
+                log.info("ready: %s", self.status_line())
+                break
             self._tick()
+        self.notifier.ready()
         status_line = ""
         # The VIP is re-checked every resync (SPEC §4.2), like the route.
         next_vip = time.monotonic() + self.cfg.nsx.resync_interval
@@ -214,11 +259,28 @@ class Daemon:
             if time.monotonic() >= next_vip:
                 next_vip = time.monotonic() + self.cfg.nsx.resync_interval
                 self._recheck_vip()
-            line = self.engine.status.summary()
+            line = self.status_line()
             if line != status_line:
                 status_line = line
                 self.notifier.status(line)
             self._tick()
+
+    def status_line(self) -> str:
+        """STATUS=: what litelb waits for, or else the engine's summary."""
+        if self.waiting_for is not None:
+            return self.waiting_for[:200]
+        watcher, kube = self.watcher, self.kube
+        if watcher is None or kube is None:
+            return "waiting for the kubeconfig"
+        if not watcher.synced.is_set():
+            error = f": {watcher.last_error}" if watcher.last_error else ""
+            return f"waiting for the Kubernetes API server {kube.server}{error}"[:200]
+        if not any(e.ready for e in self.engine.endpoints()):
+            return (
+                f"waiting for the EndpointSlices of {self.cfg.kubernetes.service} "
+                "to list a ready API server"
+            )
+        return self.engine.status.summary()
 
     def _tick_interval(self) -> float:
         # Often enough for the watchdog and a prompt STATUS=, rarely enough to cost

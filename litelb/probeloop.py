@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 
-from litelb.adapters.probe import Prober
+from litelb.adapters.probe import Prober, ProbeResult
 from litelb.config import Config
 from litelb.core.health import Health, step_all
 from litelb.engine import Engine
@@ -25,7 +25,12 @@ class ProbeLoop:
         self._engine = engine
         self._stop = stop
         self._states: dict[str, Health] = {}
+        self._results: dict[str, ProbeResult] = {}
         self.progress = time.monotonic()
+
+    def last_results(self) -> dict[str, ProbeResult]:
+        """The latest probe result of each API server probed in the last round."""
+        return dict(self._results)
 
     def run(self) -> None:
         next_round = time.monotonic()
@@ -42,15 +47,20 @@ class ProbeLoop:
                 rise=self._cfg.rise,
                 fall=self._cfg.fall,
                 at=started,
+                conclusive={a for a, r in results.items() if r.conclusive},
             )
-            for address, health in states.items():
+            for address, result in results.items():
                 before = self._states.get(address, Health())
-                if health.healthy != before.healthy:
-                    result = results[address]
-                    if health.healthy:
-                        log.info("API server %s is healthy again (%s)", address, result.detail)
-                    else:
-                        log.warning("API server %s failed its probes (%s)", address, result.detail)
+                health = states[address]
+                if health.healthy == before.healthy:
+                    continue
+                if health.healthy:
+                    log.info("API server %s is healthy again (%s)", address, result.detail)
+                elif result.conclusive:
+                    log.warning("API server %s is down (%s)", address, result.detail)
+                else:
+                    log.warning("API server %s failed its probes (%s)", address, result.detail)
             self._states = states
+            self._results = results
             self._engine.set_health(states)
             next_round = max(next_round, time.monotonic())

@@ -318,6 +318,7 @@ class FakeKubeApiServer:
         self._store = _Store(history)
         self._listeners = {a: _Listener(a) for a in addresses}
         self._rules: frozenset[Rule] | None = None
+        self._revoked: set[int] = set()
         self._log: list[Request] = []
         self._stopped = False
         self._started = False
@@ -513,6 +514,18 @@ class FakeKubeApiServer:
             else:
                 listener.unready_for.add(user)
 
+    def revoke(self, serial: int) -> None:
+        """Reject the client certificate with this serial number from now on: every
+        request presenting it, on any path, gets 401 (as an expired one does once
+        anonymous access is disabled). Open watches are not cut, as in kube-apiserver,
+        which checks a certificate when a request starts."""
+        with self._cond:
+            self._revoked.add(serial)
+
+    def _is_revoked(self, serial: int | None) -> bool:
+        with self._cond:
+            return serial in self._revoked
+
     def set_rules(self, rules: Iterable[Rule] | None) -> None:
         """Allowed ``(verb, group, resource, namespace)``; "*" matches any; None allows all."""
         with self._cond:
@@ -647,6 +660,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.user: str | None = None
         self.groups: list[str] = []
         cert = sock.getpeercert()
+        self.serial = int(cert["serialNumber"], 16) if cert and "serialNumber" in cert else None
         for rdn in (cert or {}).get("subject", ()):
             for key, value in rdn:
                 if key == "commonName":
@@ -704,6 +718,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         parts = path.strip("/").split("/")
 
+        if self.api._is_revoked(self.serial):
+            self._send_status(401, "Unauthorized", "Unauthorized")
+            return
         if path in ("/readyz", "/livez", "/healthz"):
             if method != "GET":
                 self._method_not_allowed()

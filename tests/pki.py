@@ -195,6 +195,21 @@ class Pki:
         self._issue_leaf(cert_path, key_path, x509.Name(attrs), ExtendedKeyUsageOID.CLIENT_AUTH)
         return cert_path, key_path
 
+    def rotate_client(self, current: Path, cn: str, orgs: Sequence[str] = ()) -> tuple[int, int]:
+        """Do what the kubelet does when it renews its client certificate: write a new
+        ``kubelet-client-<n>.pem`` (certificate and key) next to the symlink ``current``
+        and swap the link to it atomically. Returns (old serial, new serial)."""
+        current = Path(current)
+        old = serial(current)
+        cert, key = self.client_cert(cn, orgs)
+        pem = current.parent / f"kubelet-client-{x509.random_serial_number()}.pem"
+        _write_private(pem, cert.read_bytes() + key.read_bytes())
+        link = current.with_name(current.name + ".tmp")
+        link.unlink(missing_ok=True)
+        link.symlink_to(pem.name)
+        os.replace(link, current)
+        return old, serial(current)
+
     def kubeconfig(
         self,
         path: Path,
@@ -204,16 +219,28 @@ class Pki:
         orgs: Sequence[str] = ("system:nodes",),
         inline: bool = False,
         combined: bool = False,
+        rotating: bool = False,
     ) -> Path:
         """Write a kubeconfig shaped like kubeadm's ``/etc/kubernetes/kubelet.conf``.
 
         ``inline``: certificates as base64 ``*-data`` (kubelet.conf before rotation).
         ``combined``: cert and key in one PEM file named by both ``client-certificate``
         and ``client-key`` (kubelet.conf after rotation: ``kubelet-client-current.pem``).
+        ``rotating``: that file is a symlink, ``<path>.pki/kubelet-client-current.pem``,
+        as the kubelet keeps it; :meth:`rotate_client` renews it.
         """
         path = Path(path)
         cert, key = self.client_cert(user_cn, orgs)
-        if combined:
+        if rotating:
+            pki_dir = path.with_name(path.name + ".pki")
+            pki_dir.mkdir(exist_ok=True)
+            pem = pki_dir / "kubelet-client-1.pem"
+            _write_private(pem, cert.read_bytes() + key.read_bytes())
+            current = pki_dir / "kubelet-client-current.pem"
+            current.unlink(missing_ok=True)
+            current.symlink_to(pem.name)
+            cert = key = current
+        elif combined:
             pem = self.directory / f"{cert.stem}-current.pem"
             _write_private(pem, cert.read_bytes() + key.read_bytes())
             cert = key = pem
@@ -224,7 +251,8 @@ class Pki:
             if inline:
                 data = base64.b64encode(file.read_bytes()).decode("ascii")
                 return f"{name}-data: {data}"
-            return f"{name}: {_yaml_str(str(file.resolve()))}"
+            # The link itself, as kubelet.conf names it, so a swapped link takes effect.
+            return f"{name}: {_yaml_str(str(file.absolute()))}"
 
         text = "\n".join(
             [
@@ -252,3 +280,8 @@ class Pki:
         )
         _write_private(path, text.encode("utf-8"))
         return path
+
+
+def serial(pem: Path) -> int:
+    """The serial number of the (first) certificate in ``pem``."""
+    return x509.load_pem_x509_certificate(Path(pem).read_bytes()).serial_number

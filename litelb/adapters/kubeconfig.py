@@ -7,11 +7,26 @@ is no credential of litelb's own to provision or renew.
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Optional
+import ssl
+import threading
+import time
+from typing import Any, Callable, Optional, TypeVar
 
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+
+log = logging.getLogger("litelb.kube")
+
+# How often the kubeconfig's appearance is checked while litelb waits for it, so
+# it proceeds well within a second of `kubeadm init` writing it.
+KUBECONFIG_POLL = 0.5
+# A 401 makes the files be read again even if they look unchanged, but not more
+# often than this: every probe of every API server may be rejected at once.
+FORCED_RELOAD_SPACING = 1.0
+
+_T = TypeVar("_T")
 
 # In the order of SPEC §2; a node normally has exactly one of them.
 KUBELET_KUBECONFIGS: tuple[tuple[str, str], ...] = (
@@ -56,6 +71,13 @@ def find_kubeconfig(
     )
 
 
+def kubeconfig_wanted(configured: str) -> str:
+    """What litelb waits for while no kubeconfig exists, for STATUS= and the log."""
+    if configured:
+        return configured
+    return "a kubelet kubeconfig (" + ", ".join(path for path, _ in KUBELET_KUBECONFIGS) + ")"
+
+
 def load_configuration(path: str, server: Optional[str] = None) -> k8s_client.Configuration:
     """A fresh client Configuration from the kubeconfig, optionally aimed at another server.
 
@@ -83,3 +105,190 @@ def load_configuration(path: str, server: Optional[str] = None) -> k8s_client.Co
     # urllib3's default would repeat a read timeout three times.
     configuration.retries = False
     return configuration
+
+
+_Signature = tuple[Optional[tuple[int, int, int, int]], ...]
+
+
+def _stat(path: Optional[str]) -> Optional[tuple[int, int, int, int]]:
+    if not path:
+        return None
+    try:
+        # stat follows symlinks: the kubelet swaps kubelet-client-current.pem, a
+        # link, to a new file, which changes the inode seen here.
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _check_loads(configuration: k8s_client.Configuration) -> None:
+    """Raise KubeConfigError unless the CA, certificate and key load (and match)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if configuration.ssl_ca_cert:
+            context.load_verify_locations(cafile=configuration.ssl_ca_cert)
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+    except (OSError, ssl.SSLError, ValueError) as e:
+        raise KubeConfigError(
+            f"{configuration.cert_file or configuration.ssl_ca_cert}: the client certificate, "
+            f"key or CA does not load: {e}"
+        ) from e
+
+
+class KubeCredentials:
+    """The kubeconfig and the CA, certificate and key files it names, kept current.
+
+    The kubelet rotates its client certificate in place and an operator may replace
+    the CA bundle: every use compares the files' identity (inode, mtime, size) with
+    what was loaded and loads them again when one changed; `rejected` (a 401) loads
+    them again at once. A half-written file is not used: the previous credentials
+    stay in force until the new ones load. Thread-safe.
+    """
+
+    def __init__(self, path: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._forced_at = float("-inf")
+        self._reported: Optional[str] = None
+        self.generation = 0
+        self._configuration, self._signature = self._load()
+        self._derived: dict[Callable[..., Any], tuple[int, Any]] = {}
+
+    def _files(self, configuration: k8s_client.Configuration) -> tuple[Optional[str], ...]:
+        return (
+            self.path,
+            configuration.ssl_ca_cert,
+            configuration.cert_file,
+            configuration.key_file,
+        )
+
+    def _load(self) -> tuple[k8s_client.Configuration, _Signature]:
+        configuration = load_configuration(self.path)
+        # Taken before the files are checked: a change after this is seen next time.
+        signature = tuple(_stat(f) for f in self._files(configuration))
+        _check_loads(configuration)
+        return configuration, signature
+
+    def refresh(self, *, force: bool = False) -> int:
+        """Load the files again if they changed on disk (or `force`); the generation,
+        which grows with every load that took effect."""
+        with self._lock:
+            configuration = self._configuration
+            now = self._clock()
+            if force and now - self._forced_at < FORCED_RELOAD_SPACING:
+                force = False
+            if not force and tuple(_stat(f) for f in self._files(configuration)) == self._signature:
+                return self.generation
+            if force:
+                self._forced_at = now
+            try:
+                loaded, signature = self._load()
+            except KubeConfigError as e:
+                if str(e) != self._reported:
+                    log.warning("%s; still using the credentials loaded before", e)
+                    self._reported = str(e)
+                return self.generation
+            self._reported = None
+            if signature == self._signature and not self._changed(configuration, loaded):
+                return self.generation
+            self._configuration, self._signature = loaded, signature
+            self.generation += 1
+            log.info("kubeconfig %s: credentials changed on disk; using the new ones", self.path)
+            return self.generation
+
+    @staticmethod
+    def _changed(old: k8s_client.Configuration, new: k8s_client.Configuration) -> bool:
+        def content(c: k8s_client.Configuration) -> tuple[bytes, ...]:
+            data = []
+            for f in (c.ssl_ca_cert, c.cert_file, c.key_file):
+                try:
+                    with open(f or "", "rb") as fh:
+                        data.append(fh.read())
+                except OSError:
+                    data.append(b"")
+            return tuple(data)
+
+        return content(old) != content(new)
+
+    def rejected(self, where: str) -> int:
+        """An API server answered 401 to these credentials: read them again now."""
+        generation = self.generation
+        after = self.refresh(force=True)
+        if after == generation:
+            text = (
+                f"{where} rejected the client credentials of {self.path} (401 Unauthorized); "
+                "the files on disk are unchanged (expired or revoked client certificate? "
+                "the kubelet renews it)"
+            )
+            with self._lock:
+                if text != self._reported:
+                    log.warning("%s", text)
+                    self._reported = text
+        return after
+
+    def configuration(self, server: Optional[str] = None) -> k8s_client.Configuration:
+        """A fresh client Configuration with the current credentials, aimed at `server`."""
+        self.refresh()
+        return load_configuration(self.path, server)
+
+    @property
+    def server(self) -> str:
+        with self._lock:
+            return str(self._configuration.host).rstrip("/")
+
+    def tls_files(self) -> tuple[Optional[str], Optional[str], Optional[str]]:
+        """(CA, client certificate, client key) in use."""
+        self.refresh()
+        with self._lock:
+            c = self._configuration
+            return c.ssl_ca_cert, c.cert_file, c.key_file
+
+    def derived(self, build: Callable[[Optional[str], Optional[str], Optional[str]], _T]) -> _T:
+        """`build(CA, certificate, key)` for the current credentials, built once per
+        generation (the probes' TLS context)."""
+        generation = self.refresh()
+        with self._lock:
+            cached = self._derived.get(build)
+            if cached is None or cached[0] != generation:
+                c = self._configuration
+                cached = (generation, build(c.ssl_ca_cert, c.cert_file, c.key_file))
+                self._derived[build] = cached
+            return cached[1]
+
+
+def wait_for_credentials(
+    configured: str,
+    stop: threading.Event,
+    *,
+    waiting: Callable[[Optional[str]], None],
+    poll: float = KUBECONFIG_POLL,
+) -> Optional[KubeCredentials]:
+    """Block until a kubeconfig exists and loads; None if `stop` is set first.
+
+    Before `kubeadm init` there is no kubeconfig yet: that is a state to wait in,
+    reported through `waiting` ("waiting for …", or None once found), never an error.
+    """
+    reported: Optional[str] = None
+    while not stop.is_set():
+        path = ""
+        try:
+            path, why = find_kubeconfig(configured)
+            credentials = KubeCredentials(path)
+        except KubeConfigError as e:
+            if not path and not (configured and os.path.exists(configured)):
+                text = f"waiting for {kubeconfig_wanted(configured)}"
+            else:
+                text = f"waiting for a usable kubeconfig: {e}"
+            if text != reported:
+                log.warning("%s", text)
+                reported = text
+                waiting(text)
+            stop.wait(poll)
+            continue
+        log.info("using kubeconfig %s (%s)", path, why)
+        waiting(None)
+        return credentials
+    return None

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Union
 
 from litelb import __version__
 from litelb.model import Endpoint
@@ -36,15 +36,37 @@ _GRACE = 0.2
 @dataclass(frozen=True)
 class ProbeResult:
     """`detail` is the status code ("200", "503") or why there is none
-    ("timeout after 1.0s", "connection refused", "TLS: certificate verify failed: …")."""
+    ("timeout after 1.0s", "connection refused", "TLS: certificate verify failed: …").
+
+    `conclusive`: the failure proves the API server is down, not merely slow: its
+    host refused a new connection, or reset it. A loaded server is slow (a
+    timeout) but never refuses: the kernel drops a SYN its backlog has no room
+    for, and the client times out.
+    """
 
     ok: bool
     detail: str
     seconds: float
+    conclusive: bool = False
 
 
 class _Failed(Exception):
     """The probe got no status code; the message is the ProbeResult detail."""
+
+
+class _Refused(Exception):
+    """A fresh connection was refused or reset: conclusive evidence of a dead server."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# The client certificate could not be presented or was not accepted: the API
+# server answered, so it is the prober's credentials that are at fault.
+UNAUTHORIZED = "401 Unauthorized: the API server rejected the client certificate"
+
+TlsContext = Union[ssl.SSLContext, Callable[[], ssl.SSLContext]]
 
 
 def tls_context(
@@ -117,12 +139,23 @@ def _describe(error: OSError) -> str:
 class Prober:
     """Probes API servers concurrently, each probe bounded by `timeout` seconds.
 
+    `context` is the TLS context, or a function returning the one to use now (the
+    client certificate is rotated on disk); `on_unauthorized` is told when a server
+    answers 401, so the credentials are read again, and the probe is then repeated
+    once with the context `context` gives after that.
+
     Keeps a thread pool for its life; call close() (or use it as a context
     manager) when done.
     """
 
     def __init__(
-        self, *, path: str, timeout: float, context: ssl.SSLContext, max_workers: int = 8
+        self,
+        *,
+        path: str,
+        timeout: float,
+        context: TlsContext,
+        on_unauthorized: Optional[Callable[[str], None]] = None,
+        max_workers: int = 8,
     ) -> None:
         if not path.startswith("/") or any(c.isspace() for c in path):
             raise ValueError(f"probe path must start with '/' and contain no spaces: {path!r}")
@@ -131,9 +164,12 @@ class Prober:
         self._path = path
         self._timeout = timeout
         self._context = context
+        self._on_unauthorized = on_unauthorized
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="litelb-probe")
         self._lock = threading.Lock()
-        self._idle: dict[tuple[str, int], ssl.SSLSocket] = {}
+        # Each kept-alive connection with the context it was made with: one made with
+        # credentials since replaced is not reused.
+        self._idle: dict[tuple[str, int], tuple[ssl.SSLSocket, ssl.SSLContext]] = {}
 
     def __enter__(self) -> Prober:
         return self
@@ -150,17 +186,35 @@ class Prober:
         """GET https://address:port/path; any 2xx is ok. Never raises for network
         or TLS trouble: that is what the result reports."""
         started = time.monotonic()
+        deadline = started + self._timeout
         try:
-            code = self._status(address, port, started + self._timeout)
+            context = self._current_context()
+            code = self._status(address, port, deadline, context)
+            if code == 401 and self._on_unauthorized is not None:
+                self._on_unauthorized(f"the API server {address}:{port} (probe)")
+                renewed = self._current_context()
+                if renewed is not context:
+                    code = self._status(address, port, deadline, renewed)
         except socket.timeout:
             return self._timed_out(started)
         except _Failed as e:
             return ProbeResult(False, str(e), time.monotonic() - started)
+        except _Refused as e:
+            return ProbeResult(False, _describe(e.error), time.monotonic() - started, True)
         except OSError as e:
             return ProbeResult(False, _describe(e), time.monotonic() - started)
-        return ProbeResult(200 <= code < 300, str(code), time.monotonic() - started)
+        detail = UNAUTHORIZED if code == 401 else str(code)
+        return ProbeResult(200 <= code < 300, detail, time.monotonic() - started)
 
-    def _status(self, address: str, port: int, deadline: float) -> int:
+    def _current_context(self) -> ssl.SSLContext:
+        if isinstance(self._context, ssl.SSLContext):
+            return self._context
+        try:
+            return self._context()
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise _Failed(f"no usable client credentials: {e}") from e
+
+    def _status(self, address: str, port: int, deadline: float, context: ssl.SSLContext) -> int:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -173,10 +227,13 @@ class Prober:
             # A kept-alive connection costs no handshake: probing three API servers
             # every second then costs next to no CPU. If the server closed it in the
             # meantime (a restart), a fresh connection answers within the same deadline.
-            try:
-                return self._exchange(idle, key, ip, port, deadline)
-            except (OSError, _Failed):
-                idle.close()
+            tls, made_with = idle
+            if made_with is context:
+                try:
+                    return self._exchange(tls, key, ip, port, deadline, context)
+                except (OSError, _Failed):
+                    pass
+            tls.close()
         family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
         raw = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -185,12 +242,20 @@ class Prober:
             raw.settimeout(_left(deadline))
             # The handshake runs inside wrap_socket, bounded by raw's timeout; the
             # certificate's IP SANs are checked against server_hostname.
-            tls = self._context.wrap_socket(raw, server_hostname=ip.compressed)
+            tls = context.wrap_socket(raw, server_hostname=ip.compressed)
+        except (ConnectionRefusedError, ConnectionResetError) as e:
+            # On a fresh connection, unlike on one kept idle: the host is up and
+            # nothing listens on the port any more.
+            raw.close()
+            raise _Refused(e) from e
         except BaseException:
             raw.close()
             raise
         try:
-            return self._exchange(tls, key, ip, port, deadline)
+            return self._exchange(tls, key, ip, port, deadline, context)
+        except ConnectionResetError as e:
+            tls.close()
+            raise _Refused(e) from e
         except BaseException:
             tls.close()
             raise
@@ -202,6 +267,7 @@ class Prober:
         ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
         port: int,
         deadline: float,
+        context: ssl.SSLContext,
     ) -> int:
         """One GET on `tls`; keeps the connection for the next probe when HTTP allows."""
         request = (
@@ -238,7 +304,7 @@ class Prober:
             body += chunk
         if len(body) == length:
             with self._lock:
-                self._idle[key] = tls
+                self._idle[key] = (tls, context)
         else:
             tls.close()
         return code
@@ -269,5 +335,5 @@ class Prober:
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             idle, self._idle = list(self._idle.values()), {}
-        for tls in idle:
+        for tls, _ in idle:
             tls.close()

@@ -7,9 +7,14 @@ server, threads or sleeps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Optional
+
+# How many API servers that left the EndpointSlices are remembered as withdrawn, so
+# one that comes back must pass `rise` probes first. A control plane has a handful;
+# the bound only keeps churning addresses from growing the map without end.
+REMEMBERED_DEPARTURES = 64
 
 
 @dataclass(frozen=True)
@@ -28,9 +33,21 @@ class Health:
     failing_since: Optional[float] = None
 
 
-def step(current: Health, ok: bool, *, rise: int, fall: int, at: Optional[float] = None) -> Health:
+def step(
+    current: Health,
+    ok: bool,
+    *,
+    rise: int,
+    fall: int,
+    at: Optional[float] = None,
+    conclusive: bool = False,
+) -> Health:
     """Apply one probe result: `fall` consecutive failures make a healthy endpoint
     unhealthy, `rise` consecutive successes make an unhealthy one healthy again.
+
+    A `conclusive` failure (the host refused or reset a new connection: nothing
+    listens) makes it unhealthy at once; a timeout or an error answer may be a
+    loaded or briefly unlucky server and needs `fall` in a row.
 
     A result that agrees with the verdict resets the streak, so a flapping
     endpoint never crosses either threshold. Pure: no side effects.
@@ -38,6 +55,8 @@ def step(current: Health, ok: bool, *, rise: int, fall: int, at: Optional[float]
     if rise < 1 or fall < 1:
         raise ValueError(f"rise and fall must be at least 1, got rise={rise} fall={fall}")
     since = None if ok else (current.failing_since if current.failing_since is not None else at)
+    if not ok and conclusive:
+        return Health(healthy=False, failing_since=since)
     if ok == current.healthy:
         return Health(healthy=current.healthy, failing_since=since)
     streak = current.streak + 1
@@ -53,19 +72,34 @@ def step_all(
     rise: int,
     fall: int,
     at: Optional[float] = None,
+    conclusive: Set[str] = frozenset(),
 ) -> dict[str, Health]:
-    """Apply one probe round to every endpoint, keyed by address.
+    """Apply one probe round to every endpoint, keyed by address; `conclusive` holds
+    the addresses whose failure is proof (see :func:`step`).
 
-    Addresses absent from `results` are dropped: they left the EndpointSlice, and
-    their history must not carry over if they come back. A new address starts
-    healthy, because the EndpointSlice already calls it ready, and then takes its
-    first step, so one failure alone does not withdraw it unless `fall` is 1.
-    Pure: no side effects.
+    An address never seen before starts healthy, because the EndpointSlice already
+    calls it ready, and then takes its first step, so one failure alone does not
+    withdraw it unless `fall` is 1 or the failure is conclusive.
+
+    An address absent from `results` left the EndpointSlice (or is no longer
+    ready): it is kept as withdrawn, so when it comes back it must pass `rise`
+    probes before it is a next hop again, as after any failure. The most recent
+    REMEMBERED_DEPARTURES departures are kept. Pure: no side effects.
     """
-    return {
-        address: step(current.get(address, Health()), ok, rise=rise, fall=fall, at=at)
+    states = {
+        address: step(
+            current.get(address, Health()),
+            ok,
+            rise=rise,
+            fall=fall,
+            at=at,
+            conclusive=address in conclusive,
+        )
         for address, ok in results.items()
     }
+    departed = [a for a in current if a not in states][:REMEMBERED_DEPARTURES]
+    states.update((a, Health(healthy=False)) for a in departed)
+    return states
 
 
 def healthy_addresses(states: Mapping[str, Health], ready: Iterable[str]) -> tuple[str, ...]:

@@ -12,16 +12,16 @@ from typing import Callable, Optional
 
 import pytest
 
-from litelb.adapters.kube import (
+from litelb.adapters.kube_client import (
     RBAC_FIX,
-    EndpointWatcher,
     KubeClient,
-    KubeConfigError,
     KubeForbiddenError,
     KubeUnavailableError,
-    find_kubeconfig,
-    kube_checks,
 )
+from litelb.adapters.kube_watch import EndpointWatcher
+from litelb.adapters.kubeconfig import KubeConfigError, KubeCredentials, find_kubeconfig
+from litelb.backoff import BackoffPolicy
+from litelb.check import kube_checks
 from litelb.config import KubernetesConfig
 from litelb.model import EndpointSnapshot
 from tests.kubeapi import FakeKubeApiServer
@@ -100,7 +100,7 @@ def make_client(pki: Pki, tmp_path: Path) -> Iterator[Callable[..., KubeClient]]
     ) -> KubeClient:
         path = pki.kubeconfig(tmp_path / f"kubeconfig-{len(clients)}", server, inline=inline)
         cfg = KubernetesConfig(kubeconfig=str(path), api_servers=tuple(api_servers))
-        client = KubeClient(cfg, str(path), read_timeout=read_timeout)
+        client = KubeClient(cfg, KubeCredentials(str(path)), read_timeout=read_timeout)
         clients.append(client)
         return client
 
@@ -121,7 +121,7 @@ def watching(
         on_snapshot=recorder,
         stop=stop,
         watch_timeout=watch_timeout,
-        retry_max=retry_max,
+        backoff=BackoffPolicy(first=min(0.05, retry_max), cap=retry_max),
     )
     thread = threading.Thread(target=watcher.run, name="test-watcher", daemon=True)
     thread.start()
@@ -174,7 +174,7 @@ def test_unusable_kubeconfig(tmp_path: Path) -> None:
     broken = tmp_path / "broken.conf"
     broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
     with pytest.raises(KubeConfigError, match=r"broken\.conf"):
-        KubeClient(KubernetesConfig(kubeconfig=str(broken)), str(broken))
+        KubeCredentials(str(broken))
 
 
 # -- KubeClient ------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_failover_verifies_a_server_whose_certificate_lacks_its_ip(tmp_path: Pat
         fake.refuse("127.0.0.1")
         path = pki.kubeconfig(tmp_path / "kubeconfig", fake.url("127.0.0.1"))
         cfg = KubernetesConfig(kubeconfig=str(path), api_servers=(fake.url("127.0.0.2"),))
-        client = KubeClient(cfg, str(path))
+        client = KubeClient(cfg, KubeCredentials(str(path)))
         try:
             assert client.list_slices(4).ready_addresses == ("127.0.0.2",)
             assert client.server == fake.url("127.0.0.2")
@@ -454,7 +454,11 @@ def test_a_failing_receiver_does_not_stop_the_watch(
 
     stop = threading.Event()
     watcher = EndpointWatcher(
-        make_client(fake.url()), family=4, on_snapshot=flaky, stop=stop, retry_max=0.2
+        make_client(fake.url()),
+        family=4,
+        on_snapshot=flaky,
+        stop=stop,
+        backoff=BackoffPolicy(first=0.05, cap=0.2),
     )
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()

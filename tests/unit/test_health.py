@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import litelb.core.health
-from litelb.core.health import Health, healthy_addresses, step, step_all
+from litelb.core.health import REMEMBERED_DEPARTURES, Health, healthy_addresses, step, step_all
 
 OK, FAIL = True, False
 
@@ -80,17 +80,42 @@ def test_step_all_new_addresses_start_healthy_then_step():
     assert states == {"10.0.0.2": Health(False, 0)}
 
 
-def test_step_all_drops_absent_addresses_and_steps_known_ones():
-    current = {"10.0.0.1": Health(True, 1), "10.0.0.2": Health(False, 0)}
+def test_step_all_keeps_absent_addresses_withdrawn_and_steps_known_ones():
+    current = {"10.0.0.1": Health(True, 1), "10.0.0.2": Health(True, 0)}
     states = step_all(current, {"10.0.0.1": FAIL, "10.0.0.3": OK}, rise=2, fall=2)
-    assert states == {"10.0.0.1": Health(False, 0), "10.0.0.3": Health(True, 0)}
-    assert current == {"10.0.0.1": Health(True, 1), "10.0.0.2": Health(False, 0)}
+    assert states == {
+        "10.0.0.1": Health(False, 0),
+        "10.0.0.3": Health(True, 0),
+        "10.0.0.2": Health(False, 0),
+    }
+    assert current == {"10.0.0.1": Health(True, 1), "10.0.0.2": Health(True, 0)}
 
 
-def test_step_all_forgets_history_of_an_address_that_left():
-    states = step_all({"10.0.0.1": Health(False, 1)}, {}, rise=2, fall=2)
-    assert states == {}
+def test_an_address_that_left_and_came_back_needs_rise_successes():
+    states = step_all({"10.0.0.1": Health(True, 0)}, {}, rise=2, fall=2)
+    assert states == {"10.0.0.1": Health(False, 0)}
+    states = step_all(states, {"10.0.0.1": OK}, rise=2, fall=2)
+    assert states == {"10.0.0.1": Health(False, 1)}
     assert step_all(states, {"10.0.0.1": OK}, rise=2, fall=2) == {"10.0.0.1": Health(True, 0)}
+
+
+def test_departures_are_remembered_up_to_a_bound_newest_first():
+    states: dict = {}
+    for i in range(REMEMBERED_DEPARTURES + 10):
+        states = step_all(states, {f"10.0.1.{i}": OK}, rise=2, fall=2)
+    assert len(states) == REMEMBERED_DEPARTURES + 1
+    assert "10.0.1.0" not in states and f"10.0.1.{REMEMBERED_DEPARTURES + 8}" in states
+
+
+def test_a_conclusive_failure_withdraws_at_once_a_timeout_needs_fall():
+    up = {"10.0.0.1": Health(), "10.0.0.2": Health()}
+    states = step_all(
+        up, {"10.0.0.1": FAIL, "10.0.0.2": FAIL}, rise=2, fall=3, at=5.0, conclusive={"10.0.0.1"}
+    )
+    assert states["10.0.0.1"] == Health(False, 0, failing_since=5.0)
+    assert states["10.0.0.2"] == Health(True, 1, failing_since=5.0)
+    # Coming back still takes `rise` successes.
+    assert step(states["10.0.0.1"], OK, rise=2, fall=3).healthy is False
 
 
 DOWN = Health(healthy=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from litelb.adapters.probe import Prober, tls_context
+from litelb.adapters.probe import UNAUTHORIZED, Prober, tls_context
 from litelb.model import Endpoint
 from tests.pki import Pki
 
@@ -35,8 +35,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         peer = self.connection.getpeercert()
         self.server.seen.append((self.path, self.headers.get("Host"), peer))
-        body = b"ok" if self.server.status < 300 else b"not ready"
-        self.send_response(self.server.status)
+        time.sleep(self.server.delay)
+        status = self.server.status
+        subject = dict(rdn[0] for rdn in (peer or {}).get("subject", ()))
+        if subject.get("commonName") in self.server.revoked:
+            status = 401
+        body = b"ok" if status < 300 else b"not ready"
+        self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -74,6 +79,8 @@ class _TlsServer(http.server.ThreadingHTTPServer):
         self.seen: list[tuple[str, str, object]] = []
         self.connections = 0
         self.per_connection = 1_000_000
+        self.delay = 0.0
+        self.revoked: set[str] = set()
 
     def finish_request(self, request, client_address) -> None:
         self.connections += 1
@@ -325,3 +332,107 @@ def test_a_hung_server_on_a_kept_connection_times_out(pki, prober):
         finally:
             _KeepAliveHandler.do_GET = original  # type: ignore[method-assign]
             hang.set()
+
+
+# -- what a failure proves --------------------------------------------------------------
+
+
+def test_a_refused_connection_is_conclusive(prober):
+    result = prober.probe("127.0.0.1", closed_port())
+    assert not result.ok and result.conclusive
+
+
+def test_a_reset_of_a_fresh_connection_is_conclusive(prober):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+
+        def reset_one() -> None:
+            conn, _ = listener.accept()
+            # Linger 0: close sends RST, as the kernel does for a process that died.
+            conn.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            conn.close()
+
+        thread = threading.Thread(target=reset_one)
+        thread.start()
+        result = prober.probe("127.0.0.1", listener.getsockname()[1])
+        thread.join(5)
+    assert not result.ok and result.conclusive, result
+    assert result.detail == "connection reset"
+
+
+def test_a_silent_server_is_not_conclusive(prober):
+    with silent_listener() as port:
+        result = prober.probe("127.0.0.1", port)
+    assert not result.ok and not result.conclusive
+
+
+def test_a_full_backlog_is_a_timeout_not_a_refusal(pki):
+    # An overloaded API server whose accept queue is full: the kernel drops the SYN
+    # (tcp_abort_on_overflow is 0 by default), so the client waits, it is not refused.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):
+                f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                f.setblocking(False)
+                f.connect_ex(("127.0.0.1", port))
+                fillers.append(f)
+            time.sleep(0.1)
+            with Prober(
+                path="/readyz", timeout=TIMEOUT, context=tls_context(str(pki.ca_cert))
+            ) as p:
+                result = p.probe("127.0.0.1", port)
+        finally:
+            for f in fillers:
+                f.close()
+    assert not result.ok and not result.conclusive, result
+    assert result.detail.startswith("timeout")
+
+
+def test_a_slow_but_alive_server_passes(pki):
+    # Answers after 0.8 s with a 1 s timeout: a loaded API server is not down.
+    with https_server(pki) as server:
+        server.delay = 0.8
+        with Prober(path="/readyz", timeout=1.0, context=tls_context(str(pki.ca_cert))) as p:
+            result = p.probe("127.0.0.1", server.server_address[1])
+    assert result.ok, result
+
+
+# -- credentials that change ------------------------------------------------------------
+
+
+def test_a_401_reloads_the_credentials_and_retries_once(pki):
+    old = tls_context(str(pki.ca_cert), *map(str, pki.client_cert("old")))
+    new = tls_context(str(pki.ca_cert), *map(str, pki.client_cert("new")))
+    current = [old]
+    rejected: list[str] = []
+
+    def on_unauthorized(where: str) -> None:
+        rejected.append(where)
+        current[0] = new
+
+    with https_server(pki, client_ca=pki.ca_cert, keep_alive=True) as server:
+        port = server.server_address[1]
+        with Prober(
+            path="/readyz",
+            timeout=TIMEOUT,
+            context=lambda: current[0],
+            on_unauthorized=on_unauthorized,
+        ) as prober:
+            assert prober.probe("127.0.0.1", port).ok
+            server.revoked.add("old")
+            result = prober.probe("127.0.0.1", port)
+            assert result.ok, result
+            assert len(rejected) == 1 and f"127.0.0.1:{port}" in rejected[0]
+            # Revoked too, and nothing new on disk: reported as what it is.
+            server.revoked.add("new")
+            result = prober.probe("127.0.0.1", port)
+    assert not result.ok and not result.conclusive
+    assert result.detail == UNAUTHORIZED
+    assert len(rejected) == 2

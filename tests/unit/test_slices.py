@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from kubernetes import client as k8s_client
 
-from litelb.adapters.kube import endpoints_to_snapshot, slices_to_snapshot
+from litelb.adapters.kube_slices import endpoints_to_snapshot, slices_to_snapshot
 from litelb.model import Endpoint
 
 

@@ -1,8 +1,7 @@
-"""Kubernetes adapter: which API servers the EndpointSlices list, kept current by a watch.
+"""The Kubernetes API client: the API servers litelb may talk to, with failover and TLS.
 
 Everything here talks to Kubernetes through the official client, as the kubelet's
-identity, and only reads. The decision core never sees this module's types: the
-watcher hands it EndpointSnapshot values.
+identity, and only reads.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import http.client
 import ipaddress
 import json
 import logging
-import random
 import re
 import socket
 import ssl
@@ -27,39 +25,17 @@ from kubernetes import client as k8s_client
 from kubernetes.client.rest import ApiException
 from urllib3.connection import HTTPConnection
 
-from litelb.adapters.kubeconfig import (
-    KUBELET_KUBECONFIGS,
-    KubeConfigError,
-    KubeError,
-    find_kubeconfig,
-    load_configuration,
-)
+from litelb.adapters.kube_slices import ADDRESS_TYPES, endpoints_to_snapshot, slices_to_snapshot
+from litelb.adapters.kubeconfig import KubeCredentials, KubeError
 from litelb.config import KubernetesConfig
-from litelb.core.decide import own_identity
-from litelb.model import CheckResult, Endpoint, EndpointSnapshot, ip_sort_key
-
-__all__ = [
-    "KUBELET_KUBECONFIGS",
-    "EndpointWatcher",
-    "KubeClient",
-    "KubeConfigError",
-    "KubeError",
-    "KubeForbiddenError",
-    "KubeGoneError",
-    "KubeUnavailableError",
-    "endpoints_to_snapshot",
-    "find_kubeconfig",
-    "kube_checks",
-    "slices_to_snapshot",
-]
+from litelb.model import EndpointSnapshot
 
 log = logging.getLogger("litelb.kube")
 
 RBAC_FIX = "litelb rbac | kubectl apply -f -"
 DISCOVERY_GROUP = "discovery.k8s.io"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-DEFAULT_PORT = 6443
-ADDRESS_TYPES = {4: "IPv4", 6: "IPv6"}
+
 
 # Linux keepalive: a peer that vanished (powered-off VM, cut link) is noticed after
 # about IDLE + INTVL * CNT = 8 s even while a watch legitimately waits in silence.
@@ -72,12 +48,6 @@ KEEPALIVE_COUNT = 3
 WATCH_CLOSE_SLACK = 3.0
 # After a server failed, others are preferred for this long.
 FAILED_SERVER_PENALTY = 30.0
-# The Endpoints fallback polls; a watch on core endpoints is not granted to nodes.
-FALLBACK_POLL_INTERVAL = 2.0
-# A watch that ends this soon with nothing in it counts as a failure for backoff.
-SHORT_WATCH = 1.0
-STOP_INTERRUPT_INTERVAL = 0.2
-
 # How urllib3 1.26 and 2.x word a certificate that does not name the address dialled.
 _NAME_MISMATCH = re.compile(r"mismatch|doesn't match")
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException)
@@ -103,86 +73,34 @@ class KubeGoneError(KubeError):
 
 
 class KubeUnavailableError(KubeError):
-    """No API server answered: connection refused, timed out or failed TLS verification."""
+    """No API server answered: connection refused, timed out or failed TLS verification.
+
+    `nothing_listening`: every server refused the connection. That costs them
+    nothing, and it is what the node sees before `kubeadm init` has started the
+    API server, so litelb asks again soon rather than backing off.
+    """
+
+    def __init__(self, message: str, *, nothing_listening: bool = False) -> None:
+        super().__init__(message)
+        self.nothing_listening = nothing_listening
 
 
-def _get(obj: Any, camel: str, snake: str) -> Any:
-    """A field of a raw API dict (camelCase) or of a client model (snake_case)."""
-    if isinstance(obj, dict):
-        return obj.get(camel)
-    return getattr(obj, snake, None)
-
-
-def _normalized_ip(text: Any, family: int) -> Optional[str]:
-    try:
-        ip = ipaddress.ip_address(str(text))
-    except ValueError:
-        return None
-    return ip.compressed if ip.version == family else None
-
-
-def _service_port(ports: Any) -> int:
-    """The port named "https", else the first one, else the API server default."""
-    numbers = [(_get(p, "name", "name"), _get(p, "port", "port")) for p in ports or ()]
-    numbers = [(name, port) for name, port in numbers if isinstance(port, int)]
-    for name, port in numbers:
-        if name == "https":
-            return port
-    return numbers[0][1] if numbers else DEFAULT_PORT
-
-
-def _merged(found: dict[tuple[str, int], bool], resource_version: str) -> EndpointSnapshot:
-    endpoints = tuple(
-        Endpoint(address=address, port=port, ready=ready)
-        for (address, port), ready in sorted(
-            found.items(), key=lambda item: (ip_sort_key(item[0][0]), item[0][1])
+def _refused(error: BaseException) -> bool:
+    """Whether a connection refusal is behind `error` (urllib3 wraps it, differently
+    in 1.26 and 2.x)."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        seen.add(id(current))
+        reason = getattr(current, "reason", None)
+        current = (
+            reason
+            if isinstance(reason, BaseException)
+            else current.__cause__ or current.__context__
         )
-    )
-    return EndpointSnapshot(endpoints=endpoints, resource_version=resource_version)
-
-
-def slices_to_snapshot(slices: list[Any], family: int, resource_version: str) -> EndpointSnapshot:
-    """Merge EndpointSlices (raw dicts or client models) into one snapshot of `family`.
-
-    A purely computational function with no side effects. Slices of the other
-    address family (and FQDN slices) are skipped; an endpoint is ready unless
-    `conditions.ready` is false or `conditions.terminating` is true; an address
-    listed twice (slices overlap while the controller moves endpoints) is ready if
-    any copy says so.
-    """
-    wanted_type = ADDRESS_TYPES[family]
-    found: dict[tuple[str, int], bool] = {}
-    for es in slices:
-        if _get(es, "addressType", "address_type") != wanted_type:
-            continue
-        port = _service_port(_get(es, "ports", "ports"))
-        for ep in _get(es, "endpoints", "endpoints") or ():
-            conditions = _get(ep, "conditions", "conditions")
-            ready = conditions is None or (
-                _get(conditions, "ready", "ready") is not False
-                and _get(conditions, "terminating", "terminating") is not True
-            )
-            for text in _get(ep, "addresses", "addresses") or ():
-                address = _normalized_ip(text, family)
-                if address is not None:
-                    found[(address, port)] = found.get((address, port), False) or ready
-    return _merged(found, resource_version)
-
-
-def endpoints_to_snapshot(endpoints: Any, family: int, resource_version: str) -> EndpointSnapshot:
-    """The same view from a core v1 Endpoints object (raw dict), for the fallback.
-
-    A purely computational function with no side effects.
-    """
-    found: dict[tuple[str, int], bool] = {}
-    for subset in endpoints.get("subsets") or ():
-        port = _service_port(subset.get("ports"))
-        for key, ready in (("addresses", True), ("notReadyAddresses", False)):
-            for entry in subset.get(key) or ():
-                address = _normalized_ip(entry.get("ip"), family)
-                if address is not None:
-                    found[(address, port)] = found.get((address, port), False) or ready
-    return _merged(found, resource_version)
+    return False
 
 
 def _host(address: str) -> str:
@@ -235,27 +153,26 @@ class KubeClient:
     """The API servers litelb may talk to, with failover between them.
 
     All servers share the kubeconfig's CA and client credentials and are always
-    verified. Thread-safe.
+    verified. When the credential files change on disk, or a server answers 401,
+    the next request uses them as they are now. Thread-safe.
     """
 
     def __init__(
         self,
         cfg: KubernetesConfig,
-        kubeconfig_path: str,
+        credentials: KubeCredentials,
         *,
         read_timeout: float = 10.0,
         connect_timeout: float = 3.0,
     ) -> None:
         self._cfg = cfg
-        self._path = kubeconfig_path
+        self._credentials = credentials
+        self._path = credentials.path
         self._read_timeout = read_timeout
         self._connect_timeout = connect_timeout
-        base = load_configuration(kubeconfig_path)
-        self._kubeconfig_server = base.host.rstrip("/")
+        self._generation = credentials.generation
+        self._kubeconfig_server = credentials.server
         self._kubeconfig_host = urllib.parse.urlsplit(self._kubeconfig_server).hostname or ""
-        self._ca_file: Optional[str] = base.ssl_ca_cert
-        self._client_cert: Optional[str] = base.cert_file
-        self._client_key: Optional[str] = base.key_file
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, Optional[str]], k8s_client.ApiClient] = {}
         # Servers whose certificate is verified for the kubeconfig's host name.
@@ -266,7 +183,6 @@ class KubeClient:
         self._streams: set[Any] = set()
         self._announced = False
         self._closed = False
-        self._clients[(self._current, None)] = self._new_api_client(base)
 
     # -- servers and failover -------------------------------------------------------
 
@@ -314,12 +230,19 @@ class KubeClient:
 
     def _api(self, server: str, alias: Optional[str]) -> k8s_client.ApiClient:
         key = (server, alias)
+        generation = self._credentials.refresh()
+        stale: list[k8s_client.ApiClient] = []
         with self._lock:
             if self._closed:
                 raise KubeError("the Kubernetes client was closed")
+            if generation != self._generation:
+                # New credentials: no pooled connection may keep presenting the old ones.
+                stale, self._clients = list(self._clients.values()), {}
+                self._generation = generation
             api = self._clients.get(key)
+        _close_all(stale)
         if api is None:
-            configuration = load_configuration(self._path, server)
+            configuration = self._credentials.configuration(server)
             if alias is not None:
                 configuration.assert_hostname = alias
             api = self._new_api_client(configuration)
@@ -328,6 +251,16 @@ class KubeClient:
         return api
 
     def _attempt(self, server: str, request: Callable[[k8s_client.ApiClient], _T]) -> _T:
+        """One request to `server`; after a 401 once more if the credentials changed."""
+        before = self._generation
+        try:
+            return self._attempt_verified(server, request)
+        except ApiException as e:
+            if e.status != 401 or self._credentials.rejected(server) == before:
+                raise
+        return self._attempt_verified(server, request)
+
+    def _attempt_verified(self, server: str, request: Callable[[k8s_client.ApiClient], _T]) -> _T:
         with self._lock:
             alias = self._aliases.get(server)
         try:
@@ -365,6 +298,7 @@ class KubeClient:
     def _call(self, what: str, request: Callable[[k8s_client.ApiClient], _T]) -> tuple[str, _T]:
         """Run `request` against the current server, failing over to the others."""
         failures = []
+        refused = True
         for server in self._candidates():
             try:
                 result = self._attempt(server, request)
@@ -373,17 +307,20 @@ class KubeClient:
                 if e.status == 0 or e.status == 429 or e.status >= 500:
                     self._mark_failed(server)
                     failures.append(f"{server}: {_describe(e)}")
+                    refused = False
                     continue
                 self._use(server)
                 raise
             except _TRANSPORT_ERRORS as e:
                 self._mark_failed(server)
                 failures.append(f"{server}: {_describe(e)}")
+                refused = refused and _refused(e)
                 continue
             self._use(server)
             return server, result
         raise KubeUnavailableError(
-            f"{what}: no Kubernetes API server answered ({'; '.join(failures)})"
+            f"{what}: no Kubernetes API server answered ({'; '.join(failures)})",
+            nothing_listening=refused and bool(failures),
         )
 
     def _timeout(self, read: Optional[float] = None) -> tuple[float, float]:
@@ -556,7 +493,7 @@ class KubeClient:
         server = self.server
         parts = urllib.parse.urlsplit(server)
         host, port = parts.hostname or "", parts.port or 443
-        context = ssl.create_default_context(cafile=self._ca_file)
+        context = ssl.create_default_context(cafile=self._credentials.tls_files()[0])
         with self._lock:
             # Only read for display, and the chain is still verified; requests to this
             # server check the name it is known by (see _attempt).
@@ -580,10 +517,6 @@ class KubeClient:
                 sans.append(value)
         return _peer_name_text(cert.get("subject")), tuple(sans)
 
-    def tls_files(self) -> tuple[Optional[str], Optional[str], Optional[str]]:
-        """(CA, client certificate, client key) files of the kubeconfig, for the probes."""
-        return self._ca_file, self._client_cert, self._client_key
-
     def server_certificate_sans(self) -> tuple[str, ...]:
         return self.server_certificate()[1]
 
@@ -592,346 +525,10 @@ class KubeClient:
         with self._lock:
             self._closed = True
             clients, self._clients = list(self._clients.values()), {}
-        for api in clients:
-            api.rest_client.pool_manager.clear()
-            api.close()
+        _close_all(clients)
 
 
-class EndpointWatcher:
-    """List, then watch, the service's EndpointSlices; hand every state to `on_snapshot`.
-
-    `run` blocks until `stop` is set and never raises. Every snapshot is the whole
-    merged state, never a delta, so the receiver only has to act on the latest.
-
-    Each watch asks the server to end it after `watch_timeout` seconds and is then
-    resumed from the last resourceVersion; a server that stops talking is noticed
-    WATCH_CLOSE_SLACK seconds later. The default 6 keeps that under 10 s and
-    `last_progress` fresh at least every 6 s, for one cheap request per 6 s.
-    """
-
-    def __init__(
-        self,
-        client: KubeClient,
-        *,
-        family: int,
-        on_snapshot: Callable[[EndpointSnapshot], None],
-        stop: threading.Event,
-        watch_timeout: int = 6,
-        retry_max: float = 5.0,
-    ) -> None:
-        self._client = client
-        self._family = family
-        self._on_snapshot = on_snapshot
-        self._stop = stop
-        self._watch_timeout = watch_timeout
-        self._retry_max = retry_max
-        self._random = random.Random()
-        self._failures = 0
-        self._slices: dict[str, dict] = {}
-        self._reported: Optional[str] = None
-        self._fallback_active = False
-        self.synced = threading.Event()
-        self.last_progress = time.monotonic()
-        # When the watcher last started a list, watch or poll: it is alive even while
-        # Kubernetes is not, which last_progress cannot tell.
-        self.last_attempt = time.monotonic()
-        self.last_error: Optional[str] = None
-
-    def run(self) -> None:
-        done = threading.Event()
-        threading.Thread(
-            target=self._interrupt_on_stop, args=(done,), name="litelb-kube-stop", daemon=True
-        ).start()
-        try:
-            self._loop()
-        finally:
-            done.set()
-
-    def _loop(self) -> None:
-        resource_version: Optional[str] = None
-        while not self._stop.is_set():
-            self.last_attempt = time.monotonic()
-            try:
-                if resource_version is None:
-                    resource_version = self._list()
-                else:
-                    resource_version = self._watch(resource_version)
-            # The watcher must outlive any bug of its own: the daemon would otherwise
-            # keep routing on a view that silently stopped changing.
-            except Exception as e:
-                if self._stop.is_set():
-                    return  # the interrupted watch's error is no news
-                resource_version = None
-                self._recover(e)
-
-    def _interrupt_on_stop(self, done: threading.Event) -> None:
-        self._stop.wait()
-        # Repeated: a watch opened just as stop was set must not hold up the exit.
-        while True:
-            self._client.interrupt()
-            if done.wait(0.05):
-                return
-            done.wait(STOP_INTERRUPT_INTERVAL)
-
-    def _recover(self, e: Exception) -> None:
-        """Report a failed list or watch and wait as it deserves; a fresh list follows."""
-        if isinstance(e, KubeGoneError):
-            log.debug("%s; listing again", e)
-        elif isinstance(e, KubeForbiddenError):
-            self._failed(str(e), logging.ERROR)
-            self._fallback()
-        elif isinstance(e, KubeError):
-            self._failed(str(e), logging.WARNING)
-            self._backoff()
-        else:
-            log.exception("EndpointSlice watcher failed unexpectedly")
-            self._failed(f"unexpected error: {type(e).__name__}: {e}", logging.ERROR)
-            self._backoff()
-
-    def _list(self) -> str:
-        items, resource_version = self._client.list_slice_objects()
-        self._slices = {s["metadata"]["name"]: s for s in items}
-        self._publish(resource_version)
-        self.synced.set()
-        self._succeeded()
-        return resource_version
-
-    def _watch(self, resource_version: str) -> Optional[str]:
-        """Follow one watch stream; the resourceVersion to resume from, None to relist."""
-        started = time.monotonic()
-        events = 0
-        stream = self._client.watch_slices(resource_version, self._watch_timeout)
-        try:
-            for event_type, obj in stream:
-                events += 1
-                if event_type == "ERROR":
-                    return self._watch_error(obj)
-                metadata = obj.get("metadata") or {}
-                resource_version = str(metadata.get("resourceVersion") or resource_version)
-                if event_type == "DELETED":
-                    self._slices.pop(metadata.get("name"), None)
-                elif event_type in ("ADDED", "MODIFIED"):
-                    self._slices[metadata.get("name")] = obj
-                if event_type != "BOOKMARK":
-                    self._publish(resource_version)
-                self._succeeded()
-                if self._stop.is_set():
-                    return resource_version
-        finally:
-            stream.close()
-        if events == 0 and time.monotonic() - started < SHORT_WATCH:
-            # A server that keeps ending watches at once must not make us spin.
-            self.last_progress = time.monotonic()
-            self._failures += 1
-            self._wait(self._delay())
-        else:
-            self._succeeded()
-        return resource_version
-
-    def _watch_error(self, status: dict) -> Optional[str]:
-        if status.get("code") == 410:
-            log.debug("watch expired (%s); listing again", status.get("message"))
-            return None
-        raise KubeError(
-            f"watch EndpointSlices of {self._client.service}: error event "
-            f"{status.get('code')} {status.get('reason')}: {status.get('message')}"
-        )
-
-    def _publish(self, resource_version: str) -> None:
-        snapshot = slices_to_snapshot(list(self._slices.values()), self._family, resource_version)
-        self._deliver(snapshot)
-
-    def _deliver(self, snapshot: EndpointSnapshot) -> None:
-        self._client.note_endpoints(snapshot)
-        try:
-            self._on_snapshot(snapshot)
-        # The receiver's bug is logged where it happens; the watch state stays valid,
-        # and the next snapshot (a full state, not a delta) makes up for this one.
-        except Exception:
-            log.exception("the EndpointSlice receiver failed on %s", snapshot)
-
-    def _fallback(self) -> None:
-        """While RBAC forbids EndpointSlices, poll what the Node authorizer always grants."""
-        try:
-            snapshot = self._client.get_endpoints(self._family)
-        except KubeError as e:
-            log.debug("Endpoints fallback unavailable: %s", e)
-            self._backoff()
-            return
-        if not self._fallback_active:
-            log.warning(
-                "FALLBACK: polling the core v1 Endpoints %s every %.0f s instead of watching "
-                "its EndpointSlices; changes are seen later and readiness is coarser until "
-                "the permission is granted: %s",
-                self._client.service,
-                FALLBACK_POLL_INTERVAL,
-                RBAC_FIX,
-            )
-            self._fallback_active = True
-        self._deliver(snapshot)
-        self.synced.set()
-        self.last_progress = time.monotonic()
-        self._wait(FALLBACK_POLL_INTERVAL)
-
-    def _succeeded(self) -> None:
-        self._failures = 0
-        self.last_progress = time.monotonic()
-        if self.last_error is not None:
-            log.info("EndpointSlices readable again through %s", self._client.server)
-        self.last_error = None
-        self._reported = None
-        self._fallback_active = False
-
-    def _failed(self, text: str, level: int) -> None:
-        """Record a failure; log it only when it differs from the last one logged."""
-        self._failures += 1
-        self.last_error = text
-        if text != self._reported:
-            log.log(level, "%s", text)
-            self._reported = text
-
-    def _delay(self) -> float:
-        ceiling = min(self._retry_max, 0.2 * 2 ** min(self._failures, 10))
-        return ceiling * (0.5 + self._random.random() / 2)
-
-    def _backoff(self) -> None:
-        self._wait(self._delay())
-
-    def _wait(self, seconds: float) -> None:
-        self._stop.wait(seconds)
-
-
-def kube_checks(
-    cfg: KubernetesConfig,
-    *,
-    family: int,
-    vip: Optional[str] = None,
-    local_addresses: frozenset[str] = frozenset(),
-) -> list[CheckResult]:
-    """The Kubernetes lines of `litelb check`; with `vip`, also whether certificates name it;
-    `local_addresses` find this node's own entry in the EndpointSlices."""
-    results: list[CheckResult] = []
-    try:
-        path, why = find_kubeconfig(cfg.kubeconfig)
-    except KubeConfigError as e:
-        return [CheckResult("FAIL", f"kubeconfig: {e}")]
-    results.append(CheckResult("ok", f"kubeconfig {path}: {why}"))
-    try:
-        client = KubeClient(cfg, path, read_timeout=5.0)
-    except KubeConfigError as e:
-        results.append(CheckResult("FAIL", f"kubeconfig: {e}"))
-        return results
-    try:
-        results.extend(_client_checks(client, cfg, family, vip, local_addresses))
-    finally:
-        client.close()
-    return results
-
-
-def _client_checks(
-    client: KubeClient,
-    cfg: KubernetesConfig,
-    family: int,
-    vip: Optional[str],
-    local_addresses: frozenset[str],
-) -> list[CheckResult]:
-    results: list[CheckResult] = []
-    missing = []
-    try:
-        for verb in ("list", "watch"):
-            if not client.access_review(verb, DISCOVERY_GROUP, "endpointslices", cfg.namespace):
-                missing.append(verb)
-    except KubeError as e:
-        return [CheckResult("FAIL", f"kubernetes API: {e}")]
-    try:
-        subject, sans = client.server_certificate()
-        results.append(
-            CheckResult(
-                "ok",
-                f"kubernetes API server {client.server}: certificate {subject}, "
-                f"SANs {', '.join(sans) or '(none)'}",
-            )
-        )
-        if vip is not None:
-            results.append(_vip_san_check(client.server, sans, vip))
-    except KubeError as e:
-        results.append(CheckResult("warn", f"kubernetes API server {client.server}: {e}"))
-    if missing:
-        results.append(
-            CheckResult(
-                "FAIL",
-                f"RBAC: may not {' or '.join(missing)} {DISCOVERY_GROUP}/endpointslices in "
-                f"namespace {cfg.namespace!r}; fix: {RBAC_FIX}",
-            )
-        )
-    else:
-        results.append(
-            CheckResult(
-                "ok",
-                f"RBAC: may list and watch {DISCOVERY_GROUP}/endpointslices in "
-                f"namespace {cfg.namespace!r}",
-            )
-        )
-    results.extend(_endpoints_checks(client, cfg, family, local_addresses))
-    return results
-
-
-def _vip_san_check(server: str, sans: tuple[str, ...], vip: str) -> CheckResult:
-    address = ipaddress.ip_address(vip).compressed
-    if address in sans:
-        return CheckResult("ok", f"VIP {address} is in the certificate of {server}")
-    # Only a warning: clients may reach the VIP through a DNS name that is listed.
-    return CheckResult(
-        "warn",
-        f"VIP {address} is not in the certificate of {server}: clients connecting to "
-        f"https://{_host(address)} by address fail TLS verification "
-        "(add it to the API server certificate's SANs, e.g. kubeadm apiServer.certSANs, "
-        "unless clients use a DNS name from the list above)",
-    )
-
-
-def _endpoints_checks(
-    client: KubeClient, cfg: KubernetesConfig, family: int, local: frozenset[str]
-) -> list[CheckResult]:
-    kind = ADDRESS_TYPES[family]
-    try:
-        snapshot = client.list_slices(family)
-    except KubeForbiddenError:
-        try:
-            fallback = client.get_endpoints(family)
-        except KubeError as e:
-            return [CheckResult("FAIL", f"EndpointSlices of {cfg.service}: forbidden; {e}")]
-        return [
-            CheckResult(
-                "warn",
-                f"EndpointSlices of {cfg.service}: forbidden; the daemon would poll the core "
-                f"Endpoints instead ({len(fallback.ready_addresses)} ready {kind}: "
-                f"{', '.join(fallback.ready_addresses) or 'none'}); fix: {RBAC_FIX}",
-            ),
-            _identity_check(cfg, fallback, local),
-        ]
-    except KubeError as e:
-        return [CheckResult("FAIL", f"EndpointSlices of {cfg.service}: {e}")]
-    ready = snapshot.ready_addresses
-    text = (
-        f"EndpointSlices of {cfg.service} list {len(ready)} ready {kind} endpoints"
-        f"{': ' + ', '.join(ready) if ready else ''}"
-    )
-    return [CheckResult("ok" if ready else "FAIL", text), _identity_check(cfg, snapshot, local)]
-
-
-def _identity_check(
-    cfg: KubernetesConfig, snapshot: EndpointSnapshot, local: frozenset[str]
-) -> CheckResult:
-    listed = [e.address for e in snapshot.endpoints]
-    node = own_identity(cfg.node_address, local, listed)
-    if node is None:
-        return CheckResult(
-            "FAIL",
-            f"none of this node's addresses is listed in the EndpointSlices of {cfg.service}: "
-            "it would follow but never lead; set kubernetes.node_address to the address its "
-            "API server advertises",
-        )
-    if node not in snapshot.ready_addresses:
-        return CheckResult("warn", f"this node is {node}, but its API server is not ready")
-    return CheckResult("ok", f"this node is {node}: its API server is listed and ready")
+def _close_all(clients: list[k8s_client.ApiClient]) -> None:
+    for api in clients:
+        api.rest_client.pool_manager.clear()
+        api.close()
