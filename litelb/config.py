@@ -8,6 +8,7 @@ import ipaddress
 import math
 import os
 import re
+import ssl
 import stat
 import sys
 from collections.abc import Mapping
@@ -258,12 +259,7 @@ def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> C
     # In the order of the shipped file, so the first error reported is the topmost.
     vip = _vip(tables["vip"])
     kubernetes = _kubernetes(tables["kubernetes"], vip)
-    coordination = CoordinationConfig(
-        **{
-            k: tables["coordination"].seconds(k, minimum=0.0)
-            for k in ("takeover_after", "stale_after", "hold_down")
-        }
-    )
+    coordination = _coordination(tables["coordination"])
     health = _health(tables["health"])
     nsx = _nsx(tables["nsx"], vip, environ)
     return Config(
@@ -289,12 +285,28 @@ SECTIONS: Mapping[str, type] = MappingProxyType(
         "log": LogConfig,
     }
 )
+# The range of every number, inclusive; docs/configuration.md says why each bound is there.
+RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        "coordination.takeover_after": (0.2, 3600.0),
+        "coordination.stale_after": (1.0, 3600.0),
+        "coordination.hold_down": (1.0, 86400.0),
+        "health.interval": (0.1, 60.0),
+        "health.timeout": (0.1, 60.0),
+        "health.fall": (1, 100),
+        "health.rise": (1, 100),
+        "nsx.timeout": (1.0, 300.0),
+        "nsx.resync_interval": (5.0, 3600.0),
+    }
+)
 _AUTH_MODES = ("basic", "session", "certificate")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _NSX_ID = re.compile(r"[A-Za-z0-9_.-]{1,255}")
 # DNS-1123 label for the namespace, DNS-1035 label for the Service name.
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+# A DNS name as resolvers accept it (underscores occur in the wild); IPs are checked apart.
+_HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _CREDENTIAL = "nsx-password"
 _ENV_PASSWORD = "LITELB_NSX_PASSWORD"
@@ -342,28 +354,20 @@ class _Table:
     def boolean(self, key: str) -> bool:
         return self._get(key, (bool,), "true or false")
 
-    def integer(self, key: str, *, minimum: int) -> int:
+    def integer(self, key: str) -> int:
         value = self._get(key, (int,), "an integer")
-        if value < minimum:
-            raise self.error(key, f"must be at least {minimum}, not {value}")
+        low, high = RANGES[f"{self.section}.{key}"]
+        if not low <= value <= high:
+            raise self.error(key, f"must be from {low:g} to {high:g}, not {value}")
         return value
 
-    def seconds(
-        self,
-        key: str,
-        *,
-        minimum: float,
-        exclusive: bool = False,
-        maximum: Optional[float] = None,
-    ) -> float:
+    def seconds(self, key: str) -> float:
         value = self._get(key, (int, float), "a number of seconds")
         if not math.isfinite(value):
             raise self.error(key, f"must be a finite number of seconds, not {value}")
-        if value < minimum or (exclusive and value == minimum):
-            bound = f"more than {minimum:g}" if exclusive else f"at least {minimum:g}"
-            raise self.error(key, f"must be {bound} seconds, not {value:g}")
-        if maximum is not None and value > maximum:
-            raise self.error(key, f"must be at most {maximum:g} seconds, not {value:g}")
+        low, high = RANGES[f"{self.section}.{key}"]
+        if not low <= value <= high:
+            raise self.error(key, f"must be from {low:g} to {high:g} seconds, not {value:g}")
         return float(value)
 
     def strings(self, key: str) -> tuple[str, ...]:
@@ -457,6 +461,21 @@ def _kubernetes(t: _Table, vip: VipConfig) -> KubernetesConfig:
     )
 
 
+def _coordination(t: _Table) -> CoordinationConfig:
+    takeover_after = t.seconds("takeover_after")
+    hold_down = t.seconds("hold_down")
+    if hold_down < takeover_after:
+        # A shorter hold-down would let two nodes that cannot see each other trade
+        # the route at every takeover_after: the guard would guard nothing.
+        raise t.error(
+            "hold_down",
+            f"must be at least takeover_after ({takeover_after:g} s), not {hold_down:g}",
+        )
+    return CoordinationConfig(
+        takeover_after=takeover_after, stale_after=t.seconds("stale_after"), hold_down=hold_down
+    )
+
+
 def _health(t: _Table) -> HealthConfig:
     path = t.string("path")
     if not path.startswith("/") or any(c.isspace() for c in path):
@@ -464,10 +483,10 @@ def _health(t: _Table) -> HealthConfig:
     return HealthConfig(
         enabled=t.boolean("enabled"),
         path=path,
-        interval=t.seconds("interval", minimum=0.0, exclusive=True),
-        timeout=t.seconds("timeout", minimum=0.0, exclusive=True),
-        fall=t.integer("fall", minimum=1),
-        rise=t.integer("rise", minimum=1),
+        interval=t.seconds("interval"),
+        timeout=t.seconds("timeout"),
+        fall=t.integer("fall"),
+        rise=t.integer("rise"),
     )
 
 
@@ -495,8 +514,8 @@ def _nsx(t: _Table, vip: VipConfig, environ: Mapping[str, str]) -> NsxConfig:
         raise t.error(
             "insecure", "contradicts thumbprint (which pins the certificate): set only one"
         )
-    timeout = t.seconds("timeout", minimum=1.0, maximum=300.0)
-    resync_interval = t.seconds("resync_interval", minimum=5.0)
+    timeout = t.seconds("timeout")
+    resync_interval = t.seconds("resync_interval")
     if t.has("password"):
         # Even when auth does not use it, a secret must not sit in a readable file.
         t.string("password")
@@ -507,6 +526,7 @@ def _nsx(t: _Table, vip: VipConfig, environ: Mapping[str, str]) -> NsxConfig:
             if not value:
                 raise t.error(key, "is required with auth = 'certificate'")
         _require_private(t, "client_key", client_key)
+        _require_key_pair(t, client_cert, client_key)
     else:
         if not username:
             raise t.error("username", f"is required with auth = '{auth}'")
@@ -542,22 +562,29 @@ def _metrics(t: _Table) -> MetricsConfig:
 
 
 def _url(t: _Table, key: str, url: str, *, allow_loopback_http: bool) -> str:
-    parts = urlsplit(url)
     # Checked first and without quoting the URL: it would carry a password.
-    if "@" in parts.netloc:
+    if "@" in re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]:
         where = "nsx.username and nsx.password_file" if key == "managers" else "the kubeconfig"
         raise t.error(key, f"a URL must not carry credentials; put them in {where}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError as e:
+        # urllib's own words: "Invalid IPv6 URL", "Port out of range 0-65535", ...
+        raise t.error(key, f"'{url}' is not a valid URL: {e}") from None
     scheme = parts.scheme.lower()
-    loopback_http = allow_loopback_http and scheme == "http" and _is_loopback(parts.hostname)
+    loopback_http = allow_loopback_http and scheme == "http" and _is_loopback(host)
     if scheme != "https" and not loopback_http:
         hint = " (plain http only for a manager on the loopback)" if allow_loopback_http else ""
         raise t.error(key, f"'{url}' is not an https:// URL{hint}")
-    if not parts.hostname:
+    if not host:
         raise t.error(key, f"'{url}' has no host")
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
+    if not _HOST.fullmatch(host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise t.error(key, f"'{url}' has no valid host name or address") from None
     if port == 0:
         raise t.error(key, f"'{url}' has an invalid port")
     if parts.query or parts.fragment:
@@ -632,6 +659,27 @@ def _require_private(t: _Table, key: str, path: str) -> None:
             key,
             f"{path} holds a secret but is readable by others (mode {mode:04o}): chmod 600 {path}",
         )
+
+
+def _require_key_pair(t: _Table, cert: str, key: str) -> None:
+    """The certificate and key load as TLS would load them, and belong together."""
+
+    def no_passphrase() -> bytes:
+        # An encrypted key would otherwise make OpenSSL prompt on the terminal.
+        raise ValueError("encrypted")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_cert_chain(cert, key, password=no_passphrase)
+    except (ssl.SSLError, ValueError, OSError) as e:
+        reason = getattr(e, "reason", None) or str(e)
+        if reason == "KEY_VALUES_MISMATCH":
+            why = f"{key} is not the key of the certificate {cert}"
+        elif isinstance(e, ValueError) or "encrypted" in reason.lower():
+            why = f"{key} is encrypted; litelb needs it without a passphrase"
+        else:
+            why = f"{cert} and {key} are not a PEM certificate and its key ({reason})"
+        raise t.error("client_key", why) from None
 
 
 def _find_line(text: str, section: str, key: Optional[str] = None) -> Optional[int]:
