@@ -56,3 +56,20 @@ def test_client_key_of_another_certificate_stops_the_daemon_at_start(box: Lab) -
     result = box.run_cli("run", "-c", path)
     assert_config_error(box, result, "nsx.client_key")
     assert f"{other_key} is not the key of the certificate {cert}" in result.stderr
+
+
+def test_cluster_things_that_do_not_exist_yet_are_not_configuration_errors(box: Lab) -> None:
+    # Before `kubeadm init` neither the kubelet's kubeconfig nor any API server exists.
+    path = write_config(
+        box,
+        kubernetes={
+            "kubeconfig": str(box.tmp / "not-yet" / "kubelet.conf"),
+            "api_servers": ["https://cp.example.invalid:6443"],
+        },
+    )
+    result = box.run_cli("check", "-c", path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert any(
+        line.startswith("FAIL") and "kubelet.conf" in line for line in result.stdout.splitlines()
+    ), result.stdout

@@ -237,6 +237,22 @@ def test_plain_http_manager_on_the_loopback(manager: str) -> None:
     assert cfg.nsx.managers == (manager,)
 
 
+def test_cluster_things_need_not_exist_yet() -> None:
+    # litelb starts before `kubeadm init`: only the syntax is checked here.
+    cfg = config.parse(
+        render(
+            {
+                "kubernetes.kubeconfig": '"/nonexistent/kubelet.conf"',
+                "kubernetes.api_servers": '["https://cp.example.invalid:6443"]',
+            }
+        ),
+        "litelb.toml",
+        environ=ENV,
+    )
+    assert cfg.kubernetes.kubeconfig == "/nonexistent/kubelet.conf"
+    assert cfg.kubernetes.api_servers == ("https://cp.example.invalid:6443",)
+
+
 def test_metrics_can_be_disabled() -> None:
     cfg = config.parse(render({"metrics.listen": '""'}), "litelb.toml", environ=ENV)
     assert not cfg.metrics.enabled
