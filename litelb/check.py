@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from litelb.adapters.kube import kube_checks
+from litelb.adapters.local import LocalAddressError
 from litelb.adapters.nsx import NsxClient, NsxError, NsxNotFoundError, Tier1Info
 from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config
+from litelb.identity import identity_error
 from litelb.model import CheckResult
 
 
@@ -17,6 +19,7 @@ def run_checks(cfg: Config) -> list[CheckResult]:
         results.append(
             CheckResult("warn", "nsx.insecure = true: NSX certificates are not verified")
         )
+    results.append(identity_check(cfg))
     results.extend(nsx_checks(cfg))
     results.extend(
         kube_checks(
@@ -28,6 +31,19 @@ def run_checks(cfg: Config) -> list[CheckResult]:
     )
     results.append(vip_check(cfg))
     return results
+
+
+def identity_check(cfg: Config) -> CheckResult:
+    address = cfg.kubernetes.node_address
+    if not address:
+        return CheckResult("ok", "kubernetes.node_address is found in the EndpointSlice")
+    try:
+        error = identity_error(cfg)
+    except LocalAddressError as e:
+        return CheckResult("warn", f"kubernetes.node_address {address}: {e}")
+    if error is not None:
+        return CheckResult("FAIL", f"kubernetes.node_address: {error.message}")
+    return CheckResult("ok", f"kubernetes.node_address {address} is an address of this host")
 
 
 def nsx_checks(cfg: Config) -> list[CheckResult]:

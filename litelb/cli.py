@@ -68,6 +68,19 @@ def rbac_yaml() -> str:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from litelb.adapters.local import LocalAddressError
+    from litelb.identity import identity_error
+
+    try:
+        error = identity_error(config)
+    except LocalAddressError as e:
+        # Not a mistake in the file: the daemon finds out soon enough on its own.
+        print(f"litelb: warning: {e}", file=sys.stderr)
+        error = None
+    if error is not None:
+        print(f"litelb: {error}", file=sys.stderr)
+        return EX_CONFIG
+
     from litelb.daemon import run
 
     return run(config)

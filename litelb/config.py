@@ -443,6 +443,8 @@ def _kubernetes(t: _Table, vip: VipConfig) -> KubernetesConfig:
             ip = ipaddress.ip_address(node_address)
         except ValueError:
             raise t.error("node_address", f"'{node_address}' is not an IP address") from None
+        if ip == ipaddress.ip_address(vip.address):
+            raise t.error("node_address", "is the VIP; set this node's own API server address")
         if ip.version != vip.family:
             raise t.error(
                 "node_address",
@@ -680,6 +682,16 @@ def _require_key_pair(t: _Table, cert: str, key: str) -> None:
         else:
             why = f"{cert} and {key} are not a PEM certificate and its key ({reason})"
         raise t.error("client_key", why) from None
+
+
+def line_of(path: str, section: str, key: str) -> Optional[int]:
+    """The line of `section.key` in the file at `path`, for an error found after
+    parsing; None when the file cannot be read or does not set the key."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return _find_line(f.read(), section, key)
+    except (OSError, UnicodeError):
+        return None
 
 
 def _find_line(text: str, section: str, key: Optional[str] = None) -> Optional[int]:

@@ -73,3 +73,17 @@ def test_cluster_things_that_do_not_exist_yet_are_not_configuration_errors(box: 
     assert any(
         line.startswith("FAIL") and "kubelet.conf" in line for line in result.stdout.splitlines()
     ), result.stdout
+
+
+def test_node_address_of_another_host_is_a_configuration_error(box: Lab) -> None:
+    path = write_config(box, kubernetes={"node_address": "10.9.9.9"})
+    result = box.run_cli("run", "-c", path)
+    assert_config_error(box, result, "kubernetes.node_address")
+    assert "10.9.9.9 is not an address of this host" in result.stderr
+    assert "litelb: " + path + ":" in result.stderr
+    check = box.run_cli("check", "-c", path)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert any(
+        line.startswith("FAIL kubernetes.node_address: 10.9.9.9 is not an address of this host")
+        for line in check.stdout.splitlines()
+    ), check.stdout

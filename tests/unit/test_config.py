@@ -656,3 +656,11 @@ def test_config_is_frozen() -> None:
         cfg.nsx.tier1 = "other"  # type: ignore[misc]
     assert isinstance(cfg.nsx.managers, tuple)
     assert isinstance(cfg.kubernetes.api_servers, tuple)
+
+
+def test_node_address_cannot_be_the_vip() -> None:
+    error = parse_error(render({"kubernetes.node_address": '"192.168.160.249"'}))
+    assert (error.key, error.message) == (
+        "kubernetes.node_address",
+        "is the VIP; set this node's own API server address",
+    )
