@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Optional
 
 from litelb.adapters.kube import kube_checks
 from litelb.adapters.local import LocalAddressError
@@ -21,14 +22,19 @@ def run_checks(cfg: Config) -> list[CheckResult]:
         )
     results.append(identity_check(cfg))
     results.extend(nsx_checks(cfg))
-    results.extend(
-        kube_checks(
-            cfg.kubernetes,
-            family=cfg.vip.family,
-            vip=cfg.vip.address,
-            local_addresses=local_addresses(),
+    try:
+        addresses = local_addresses()
+    except VipError as e:
+        results.append(CheckResult("FAIL", str(e)))
+    else:
+        results.extend(
+            kube_checks(
+                cfg.kubernetes,
+                family=cfg.vip.family,
+                vip=cfg.vip.address,
+                local_addresses=addresses,
+            )
         )
-    )
     results.append(vip_check(cfg))
     return results
 
@@ -47,8 +53,10 @@ def identity_check(cfg: Config) -> CheckResult:
 
 
 def nsx_checks(cfg: Config) -> list[CheckResult]:
+    """TLS, credentials and the Tier-1 on every manager; the route through the first
+    manager that has the Tier-1."""
     results: list[CheckResult] = []
-    working = None
+    working: Optional[tuple[NsxClient, Tier1Info]] = None
     for manager in cfg.nsx.managers:
         # One attempt per manager: check reports, it does not wait out an outage.
         client = NsxClient(replace(cfg.nsx, managers=(manager,)), max_attempts=1)
@@ -58,23 +66,24 @@ def nsx_checks(cfg: Config) -> list[CheckResult]:
             results.append(CheckResult("ok", f"NSX manager {manager}: TLS and credentials ok"))
             results.append(CheckResult("FAIL", f"Tier-1 {cfg.nsx.tier1!r} not found: {e}"))
             client.close()
-            return results
+            continue
         except NsxError as e:
             results.append(CheckResult("FAIL", str(e)))
             client.close()
             continue
         results.append(CheckResult("ok", f"NSX manager {manager}: TLS and credentials ok"))
         if working is None:
-            working, found = client, tier1
+            working = (client, tier1)
         else:
             client.close()
     if working is None:
         return results
+    client, tier1 = working
     try:
-        results.extend(_tier1_checks(found))
-        results.append(_route_check(cfg, working))
+        results.extend(_tier1_checks(tier1))
+        results.append(_route_check(cfg, client))
     finally:
-        working.close()
+        client.close()
     return results
 
 

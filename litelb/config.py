@@ -8,22 +8,31 @@ import ipaddress
 import math
 import os
 import re
-import ssl
-import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
+from litelb.hostport import split_host_port
 from litelb.model import default_route_id
+from litelb.secrets import (
+    FileCheckError,
+    PasswordSource,
+    Secret,
+    find_password,
+    require_file,
+    require_key_pair,
+    require_private,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on RHEL 9 / Debian 12
     import tomli as tomllib
 
+_T = TypeVar("_T")
 DEFAULT_PATH = "/etc/litelb.toml"
 EX_CONFIG = 78
 
@@ -50,29 +59,6 @@ class ConfigError(Exception):
         if self.key:
             where += f":{self.key}"
         return f"{where}: {self.message}"
-
-
-class Secret:
-    """A password that never shows itself in a repr, a log line or a traceback."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -192,32 +178,33 @@ def resolved_route_id(route_id: str, vip: str) -> str:
     return route_id or default_route_id(vip)
 
 
-def split_host_port(value: str) -> tuple[str, int]:
-    """Split "host:port" or "[v6]:port"; ValueError says what is wrong."""
-    if value.startswith("["):
-        host, bracket, rest = value[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise ValueError("must be '[address]:port'")
-        port = rest[1:]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"'{host}' in brackets is not an IPv6 address") from None
-    else:
-        host, colon, port = value.rpartition(":")
-        if not colon:
-            raise ValueError("must be 'host:port'")
-        if ":" in host:
-            raise ValueError(f"an IPv6 address needs brackets: '[{host}]:{port}'")
-    if not host or any(c.isspace() for c in host):
-        raise ValueError("needs a host, e.g. '127.0.0.1:9651' ('0.0.0.0:9651' for all addresses)")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"port '{port}' is not a number from 1 to 65535")
-    return host, int(port)
-
-
 def load(path: str, *, environ: Mapping[str, str] = os.environ) -> Config:
-    """Read and validate the configuration file at `path`."""
+    """Read and validate the configuration file at `path`, check the files it
+    names and find the NSX password: everything `litelb run` needs."""
+    text = read_text(path)
+    return resolve(parse(text, path), text, environ=environ)
+
+
+def load_metrics(path: str) -> MetricsConfig:
+    """Only `[metrics]` of the file at `path`: what `litelb status` needs. The
+    other sections are not validated and no secret is read, so any user who may
+    read the file may ask a running daemon, whose configuration may differ."""
+    text = read_text(path)
+    doc = _toml(text, path)
+    section = doc.get("metrics", {})
+    if not isinstance(section, dict):
+        raise ConfigError(
+            path,
+            "metrics",
+            f"must be a table ([metrics]), not {_type_name(section)}",
+            _find_line(text, "metrics"),
+        )
+    table = _Table(path, text, "metrics", MetricsConfig, section)
+    table.reject_unknown()
+    return _metrics(table)
+
+
+def read_text(path: str) -> str:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -226,19 +213,19 @@ def load(path: str, *, environ: Mapping[str, str] = os.environ) -> Config:
     except OSError as e:
         raise ConfigError(path, "", f"cannot be read: {e.strerror or e}") from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(path, "", f"is not UTF-8 text (byte {e.start})") from None
-    return parse(text, path, environ=environ)
 
 
-def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> Config:
-    """Validate the TOML `text` of the file `path`; the file itself is only
-    consulted for its mode when it holds a password."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise _syntax_error(path, text, str(e)) from None
+def parse(text: str, path: str) -> Config:
+    """Validate the TOML `text` of the file `path` into a Config.
+
+    Pure: no file, environment or network is consulted (`path` only names the
+    file in errors). The NSX password is there only when the text holds it;
+    `resolve` checks the files the configuration names and finds the password.
+    """
+    doc = _toml(text, path)
     for name, value in doc.items():
         if name not in SECTIONS:
             raise ConfigError(
@@ -261,7 +248,7 @@ def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> C
     kubernetes = _kubernetes(tables["kubernetes"], vip)
     coordination = _coordination(tables["coordination"])
     health = _health(tables["health"])
-    nsx = _nsx(tables["nsx"], vip, environ)
+    nsx = _nsx(tables["nsx"], vip)
     return Config(
         vip=vip,
         nsx=nsx,
@@ -272,6 +259,42 @@ def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> C
         log=LogConfig(level=tables["log"].choice("level", _LOG_LEVELS)),
         path=path,
     )
+
+
+def resolve(cfg: Config, text: str, *, environ: Mapping[str, str] = os.environ) -> Config:
+    """`cfg` (parsed from `text`) with the NSX password found, after checking that
+    every file it names exists and that every file holding a secret is private."""
+    nsx = cfg.nsx
+
+    def check(key: str, check: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return check(*args)
+        except FileCheckError as e:
+            line = _find_line(text, "nsx", key)
+            raise ConfigError(cfg.path, f"nsx.{key}", str(e), line) from None
+
+    for key in ("client_cert", "client_key", "ca_file"):
+        if getattr(nsx, key):
+            check(key, require_file, getattr(nsx, key))
+    if nsx.password is not None:
+        # Even when auth does not use it, a secret must not sit in a readable file.
+        check("password", require_private, cfg.path)
+    if nsx.auth == "certificate":
+        check("client_key", require_private, nsx.client_key)
+        check("client_key", require_key_pair, nsx.client_cert, nsx.client_key)
+        return cfg
+    if nsx.password is not None:
+        return cfg
+    source = PasswordSource.from_environ(nsx.password_file, environ)
+    password = check("password_file", find_password, source)
+    return dataclasses.replace(cfg, nsx=dataclasses.replace(nsx, password=password))
+
+
+def _toml(text: str, path: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise _syntax_error(path, text, str(e)) from None
 
 
 SECTIONS: Mapping[str, type] = MappingProxyType(
@@ -308,8 +331,6 @@ _SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 # A DNS name as resolvers accept it (underscores occur in the wild); IPs are checked apart.
 _HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_CREDENTIAL = "nsx-password"
-_ENV_PASSWORD = "LITELB_NSX_PASSWORD"
 _DECODER_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
 
 
@@ -393,12 +414,6 @@ class _Table:
                 key,
                 f"'{value}' is not an NSX id (1 to 255 letters, digits, '-', '_', '.')",
             )
-        return value
-
-    def existing_file(self, key: str) -> str:
-        value = self.string(key)
-        if value and not os.path.isfile(value):
-            raise self.error(key, f"{value} does not exist or is not a file")
         return value
 
 
@@ -492,7 +507,7 @@ def _health(t: _Table) -> HealthConfig:
     )
 
 
-def _nsx(t: _Table, vip: VipConfig, environ: Mapping[str, str]) -> NsxConfig:
+def _nsx(t: _Table, vip: VipConfig) -> NsxConfig:
     urls = t.strings("managers")
     if not urls:
         raise t.error("managers", "needs at least one manager, e.g. ['https://nsx.example.com']")
@@ -505,9 +520,9 @@ def _nsx(t: _Table, vip: VipConfig, environ: Mapping[str, str]) -> NsxConfig:
     auth = t.choice("auth", _AUTH_MODES)
     username = t.string("username")
     password_file = t.string("password_file")
-    client_cert = t.existing_file("client_cert")
-    client_key = t.existing_file("client_key")
-    ca_file = t.existing_file("ca_file")
+    client_cert = t.string("client_cert")
+    client_key = t.string("client_key")
+    ca_file = t.string("ca_file")
     thumbprint = t.string("thumbprint")
     if thumbprint and not _HEX64.fullmatch(thumbprint.replace(":", "")):
         raise t.error("thumbprint", f"'{thumbprint}' is not a SHA-256 fingerprint (64 hex digits)")
@@ -518,21 +533,18 @@ def _nsx(t: _Table, vip: VipConfig, environ: Mapping[str, str]) -> NsxConfig:
         )
     timeout = t.seconds("timeout")
     resync_interval = t.seconds("resync_interval")
-    if t.has("password"):
-        # Even when auth does not use it, a secret must not sit in a readable file.
-        t.string("password")
-        _require_private(t, "password", t.path)
     password: Optional[Secret] = None
+    if t.has("password"):
+        inline = t.string("password")
+        if not inline:
+            raise t.error("password", "is empty; remove it to use password_file instead")
+        password = Secret(inline)
     if auth == "certificate":
         for key, value in (("client_cert", client_cert), ("client_key", client_key)):
             if not value:
                 raise t.error(key, "is required with auth = 'certificate'")
-        _require_private(t, "client_key", client_key)
-        _require_key_pair(t, client_cert, client_key)
-    else:
-        if not username:
-            raise t.error("username", f"is required with auth = '{auth}'")
-        password = _resolve_password(t, password_file, environ)
+    elif not username:
+        raise t.error("username", f"is required with auth = '{auth}'")
     return NsxConfig(
         managers=managers,
         tier1=tier1,
@@ -603,85 +615,6 @@ def _is_loopback(host: Optional[str]) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _resolve_password(t: _Table, password_file: str, environ: Mapping[str, str]) -> Secret:
-    """The NSX password from, in this order: `password` in the file,
-    `password_file`, the systemd credential, $LITELB_NSX_PASSWORD."""
-    if t.has("password"):
-        inline = t.string("password")
-        if not inline:
-            raise t.error("password", "is empty; remove it to use password_file instead")
-        return Secret(inline)
-    if password_file and os.path.exists(password_file):
-        _require_private(t, "password_file", password_file)
-        return Secret(_read_secret(t, "password_file", password_file))
-    credentials = environ.get("CREDENTIALS_DIRECTORY", "")
-    if credentials:
-        credential = os.path.join(credentials, _CREDENTIAL)
-        # systemd itself makes credentials private to the service; no mode check.
-        if os.path.exists(credential):
-            return Secret(_read_secret(t, "password", credential))
-    if environ.get(_ENV_PASSWORD):
-        return Secret(environ[_ENV_PASSWORD])
-    source = f"{password_file} does not exist" if password_file else "password_file is empty"
-    raise t.error(
-        "password_file",
-        f"no NSX password: {source}, and neither the systemd credential '{_CREDENTIAL}'"
-        f" nor ${_ENV_PASSWORD} is set; write it to a file with mode 0600",
-    )
-
-
-def _read_secret(t: _Table, key: str, path: str) -> str:
-    try:
-        # newline="": the secret's bytes as they are, "\r" included.
-        with open(path, encoding="utf-8", newline="") as f:
-            value = f.read()
-    except (OSError, UnicodeError) as e:
-        why = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
-        # `from None`: a chained decode error would carry the secret's bytes.
-        raise t.error(key, f"cannot read {path}: {why}") from None
-    # `echo secret > file` adds one newline that is not part of the password.
-    for newline in ("\r\n", "\n"):
-        if value.endswith(newline):
-            value = value[: -len(newline)]
-            break
-    if not value:
-        raise t.error(key, f"{path} is empty")
-    return value
-
-
-def _require_private(t: _Table, key: str, path: str) -> None:
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError as e:
-        raise t.error(key, f"cannot check the mode of {path}: {e.strerror}") from None
-    if mode & 0o077:
-        raise t.error(
-            key,
-            f"{path} holds a secret but is readable by others (mode {mode:04o}): chmod 600 {path}",
-        )
-
-
-def _require_key_pair(t: _Table, cert: str, key: str) -> None:
-    """The certificate and key load as TLS would load them, and belong together."""
-
-    def no_passphrase() -> bytes:
-        # An encrypted key would otherwise make OpenSSL prompt on the terminal.
-        raise ValueError("encrypted")
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    try:
-        context.load_cert_chain(cert, key, password=no_passphrase)
-    except (ssl.SSLError, ValueError, OSError) as e:
-        reason = getattr(e, "reason", None) or str(e)
-        if reason == "KEY_VALUES_MISMATCH":
-            why = f"{key} is not the key of the certificate {cert}"
-        elif isinstance(e, ValueError) or "encrypted" in reason.lower():
-            why = f"{key} is encrypted; litelb needs it without a passphrase"
-        else:
-            why = f"{cert} and {key} are not a PEM certificate and its key ({reason})"
-        raise t.error("client_key", why) from None
 
 
 def line_of(path: str, section: str, key: str) -> Optional[int]:

@@ -11,7 +11,7 @@ from typing import Optional
 
 import pytest
 
-from litelb import config
+from litelb import config, secrets
 from litelb.config import (
     Config,
     ConfigError,
@@ -67,9 +67,15 @@ def write(path: Path, text: str, mode: int = 0o600) -> Path:
     return path
 
 
+def resolved(text: str, path: str, *, environ: dict[str, str]) -> Config:
+    """What `load` makes of a file at `path` holding `text`: parsed, files checked,
+    password found."""
+    return config.resolve(config.parse(text, path), text, environ=environ)
+
+
 def parse_error(text: str, environ: Optional[dict[str, str]] = None) -> ConfigError:
     with pytest.raises(ConfigError) as info:
-        config.parse(text, "litelb.toml", environ=ENV if environ is None else environ)
+        resolved(text, "litelb.toml", environ=ENV if environ is None else environ)
     return info.value
 
 
@@ -120,7 +126,7 @@ listen = "[::1]:9000"
 [log]
 level = "debug"
 """
-    cfg = config.parse(text, "/etc/litelb.toml", environ={})
+    cfg = resolved(text, "/etc/litelb.toml", environ={})
     assert cfg == Config(
         vip=VipConfig(address="10.0.0.10", interface="dummy0", manage=False),
         kubernetes=KubernetesConfig(
@@ -160,7 +166,7 @@ level = "debug"
 
 
 def test_minimal_config_gets_the_defaults() -> None:
-    cfg = config.parse(render({}), "litelb.toml", environ=ENV)
+    cfg = resolved(render({}), "litelb.toml", environ=ENV)
     assert cfg == Config(
         vip=VipConfig(address="192.168.160.249", interface="lo", manage=True),
         kubernetes=KubernetesConfig(
@@ -205,13 +211,13 @@ def test_shipped_file_parses_to_the_defaults(tmp_path: Path) -> None:
     shutil.copy(SHIPPED, copy)
     copy.chmod(0o600)
     cfg = config.load(str(copy), environ=ENV)
-    assert cfg == config.parse(
+    assert cfg == resolved(
         render({"nsx.password_file": '"/etc/litelb/nsx-password"'}), str(copy), environ=ENV
     )
 
 
 def test_ipv6_vip() -> None:
-    cfg = config.parse(
+    cfg = resolved(
         render(
             {
                 "vip.address": '"2001:DB8::10"',
@@ -233,13 +239,13 @@ def test_ipv6_vip() -> None:
     "manager", ["http://127.0.0.1:8080", "http://127.3.0.1", "http://localhost:1", "http://[::1]:2"]
 )
 def test_plain_http_manager_on_the_loopback(manager: str) -> None:
-    cfg = config.parse(render({"nsx.managers": f'["{manager}"]'}), "litelb.toml", environ=ENV)
+    cfg = resolved(render({"nsx.managers": f'["{manager}"]'}), "litelb.toml", environ=ENV)
     assert cfg.nsx.managers == (manager,)
 
 
 def test_cluster_things_need_not_exist_yet() -> None:
     # litelb starts before `kubeadm init`: only the syntax is checked here.
-    cfg = config.parse(
+    cfg = resolved(
         render(
             {
                 "kubernetes.kubeconfig": '"/nonexistent/kubelet.conf"',
@@ -254,7 +260,7 @@ def test_cluster_things_need_not_exist_yet() -> None:
 
 
 def test_metrics_can_be_disabled() -> None:
-    cfg = config.parse(render({"metrics.listen": '""'}), "litelb.toml", environ=ENV)
+    cfg = resolved(render({"metrics.listen": '""'}), "litelb.toml", environ=ENV)
     assert not cfg.metrics.enabled
 
 
@@ -271,7 +277,7 @@ def certificate_auth(cert: Path, key: Path) -> str:
 
 def test_certificate_auth_needs_no_password(pki: Pki) -> None:
     cert, key = pki.client_cert("litelb-node-1")
-    cfg = config.parse(certificate_auth(cert, key), "litelb.toml", environ={})
+    cfg = resolved(certificate_auth(cert, key), "litelb.toml", environ={})
     assert cfg.nsx.password is None
     assert (cfg.nsx.client_cert, cfg.nsx.client_key) == (str(cert), str(key))
 
@@ -569,9 +575,7 @@ def test_password_file_loses_one_newline(
 ) -> None:
     sources["file"].write_bytes(content.encode())
     sources["file"].chmod(0o600)
-    cfg = config.parse(
-        render({"nsx.password_file": f'"{sources["file"]}"'}), "litelb.toml", environ={}
-    )
+    cfg = resolved(render({"nsx.password_file": f'"{sources["file"]}"'}), "litelb.toml", environ={})
     assert cfg.nsx.password == Secret(password)
 
 
@@ -649,7 +653,7 @@ def test_secret_never_shown(sources: dict[str, Path]) -> None:
 
 
 def test_config_is_frozen() -> None:
-    cfg = config.parse(render({}), "litelb.toml", environ=ENV)
+    cfg = resolved(render({}), "litelb.toml", environ=ENV)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.vip = VipConfig(address="10.0.0.1")  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -664,3 +668,59 @@ def test_node_address_cannot_be_the_vip() -> None:
         "kubernetes.node_address",
         "is the VIP; set this node's own API server address",
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file away")
+def test_password_file_of_another_user_is_rejected(sources: dict[str, Path]) -> None:
+    write(sources["file"], SECRET)
+    os.chown(sources["file"], 65534, 65534)
+    error = parse_error(render({"nsx.password_file": f'"{sources["file"]}"'}))
+    assert error.key == "nsx.password_file"
+    assert "neither root nor the user litelb runs as (root)" in error.message
+    assert error.message.endswith(f": chown root {sources['file']}")
+    assert SECRET not in str(error)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file away")
+def test_password_file_of_the_running_user_is_accepted(sources: dict[str, Path]) -> None:
+    write(sources["file"], SECRET)
+    os.chown(sources["file"], 65534, 65534)
+    secrets.require_private(str(sources["file"]), uid=65534)
+    with pytest.raises(secrets.FileCheckError, match="neither root nor the user"):
+        secrets.require_private(str(sources["file"]), uid=65533)
+
+
+def test_parse_reads_no_file_and_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_io(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parse touched the system")
+
+    monkeypatch.setattr("builtins.open", no_io)
+    monkeypatch.setattr(os, "stat", no_io)
+    monkeypatch.setattr(os.path, "exists", no_io)
+    monkeypatch.setattr(os, "environ", {})
+    text = render(
+        {
+            "nsx.auth": '"certificate"',
+            "nsx.client_cert": '"/nonexistent/c.pem"',
+            "nsx.client_key": '"/nonexistent/k.pem"',
+            "nsx.ca_file": '"/nonexistent/ca.pem"',
+        }
+    )
+    cfg = config.parse(text, "litelb.toml")
+    assert (cfg.nsx.client_key, cfg.nsx.password) == ("/nonexistent/k.pem", None)
+    assert config.parse(render({}), "litelb.toml").nsx.password is None
+
+
+def test_load_metrics_reads_only_that_section(tmp_path: Path) -> None:
+    path = write(tmp_path / "litelb.toml", '[nsx]\nmanagers = ["https://[::1"]\n', 0o644)
+    assert config.load_metrics(str(path)) == MetricsConfig()
+    path.write_text('[nsx]\nbogus = 1\n\n[metrics]\nlisten = "[::1]:9000"\n')
+    metrics = config.load_metrics(str(path))
+    assert (metrics.host, metrics.port) == ("::1", 9000)
+    path.write_text("[metrics]\nlisten = 9000\n")
+    with pytest.raises(ConfigError) as info:
+        config.load_metrics(str(path))
+    assert (info.value.key, info.value.line) == ("metrics.listen", 2)
+    path.write_text("metrics = 1\n")
+    with pytest.raises(ConfigError, match="must be a table"):
+        config.load_metrics(str(path))
