@@ -19,10 +19,12 @@ from litelb.adapters.kubeconfig import (
     KubeError,
     find_kubeconfig,
 )
+from litelb.adapters.local import LocalAddressError
 from litelb.adapters.nsx import NsxClient, NsxError, NsxNotFoundError, Tier1Info
 from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config, KubernetesConfig
 from litelb.core.decide import own_identity
+from litelb.identity import identity_error
 from litelb.model import CheckResult, EndpointSnapshot
 
 
@@ -32,22 +34,43 @@ def run_checks(cfg: Config) -> list[CheckResult]:
         results.append(
             CheckResult("warn", "nsx.insecure = true: NSX certificates are not verified")
         )
+    results.append(identity_check(cfg))
     results.extend(nsx_checks(cfg))
-    results.extend(
-        kube_checks(
-            cfg.kubernetes,
-            family=cfg.vip.family,
-            vip=cfg.vip.address,
-            local_addresses=local_addresses(),
+    try:
+        addresses = local_addresses()
+    except VipError as e:
+        results.append(CheckResult("FAIL", str(e)))
+    else:
+        results.extend(
+            kube_checks(
+                cfg.kubernetes,
+                family=cfg.vip.family,
+                vip=cfg.vip.address,
+                local_addresses=addresses,
+            )
         )
-    )
     results.append(vip_check(cfg))
     return results
 
 
+def identity_check(cfg: Config) -> CheckResult:
+    address = cfg.kubernetes.node_address
+    if not address:
+        return CheckResult("ok", "kubernetes.node_address is found in the EndpointSlice")
+    try:
+        error = identity_error(cfg)
+    except LocalAddressError as e:
+        return CheckResult("warn", f"kubernetes.node_address {address}: {e}")
+    if error is not None:
+        return CheckResult("FAIL", f"kubernetes.node_address: {error.message}")
+    return CheckResult("ok", f"kubernetes.node_address {address} is an address of this host")
+
+
 def nsx_checks(cfg: Config) -> list[CheckResult]:
+    """TLS, credentials and the Tier-1 on every manager; the route through the first
+    manager that has the Tier-1."""
     results: list[CheckResult] = []
-    working = None
+    working: Optional[tuple[NsxClient, Tier1Info]] = None
     for manager in cfg.nsx.managers:
         # One attempt per manager: check reports, it does not wait out an outage.
         client = NsxClient(replace(cfg.nsx, managers=(manager,)), max_attempts=1)
@@ -57,23 +80,24 @@ def nsx_checks(cfg: Config) -> list[CheckResult]:
             results.append(CheckResult("ok", f"NSX manager {manager}: TLS and credentials ok"))
             results.append(CheckResult("FAIL", f"Tier-1 {cfg.nsx.tier1!r} not found: {e}"))
             client.close()
-            return results
+            continue
         except NsxError as e:
             results.append(CheckResult("FAIL", str(e)))
             client.close()
             continue
         results.append(CheckResult("ok", f"NSX manager {manager}: TLS and credentials ok"))
         if working is None:
-            working, found = client, tier1
+            working = (client, tier1)
         else:
             client.close()
     if working is None:
         return results
+    client, tier1 = working
     try:
-        results.extend(_tier1_checks(found))
-        results.append(_route_check(cfg, working))
+        results.extend(_tier1_checks(tier1))
+        results.append(_route_check(cfg, client))
     finally:
-        working.close()
+        client.close()
     return results
 
 

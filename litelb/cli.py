@@ -12,7 +12,15 @@ from importlib import resources
 from typing import Optional
 
 from litelb import __version__
-from litelb.config import DEFAULT_PATH, EX_CONFIG, Config, ConfigError, load
+from litelb.config import (
+    DEFAULT_PATH,
+    EX_CONFIG,
+    ConfigError,
+    MetricsConfig,
+    load,
+    load_metrics,
+)
+from litelb.hostport import join_host_port
 
 EX_OK, EX_FAIL = 0, 1
 
@@ -26,12 +34,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.write(rbac_yaml())
         return EX_OK
     try:
-        config = load(args.config)
+        return COMMANDS[args.command](args)
     except ConfigError as e:
         print(f"litelb: {e}", file=sys.stderr)
         return EX_CONFIG
-    try:
-        return COMMANDS[args.command](config, args)
     except KeyboardInterrupt:
         return EX_FAIL
 
@@ -67,31 +73,45 @@ def rbac_yaml() -> str:
     return resources.files("litelb").joinpath("rbac.yaml").read_text(encoding="utf-8")
 
 
-def cmd_run(config: Config, args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
+    from litelb.adapters.local import LocalAddressError
+    from litelb.identity import identity_error
+
+    config = load(args.config)
+    try:
+        error = identity_error(config)
+    except LocalAddressError as e:
+        # Not a mistake in the file: the daemon finds out soon enough on its own.
+        print(f"litelb: warning: {e}", file=sys.stderr)
+        error = None
+    if error is not None:
+        print(f"litelb: {error}", file=sys.stderr)
+        return EX_CONFIG
+
     from litelb.daemon import run
 
     return run(config)
 
 
-def cmd_check(config: Config, args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     from litelb.check import run_checks
 
-    results = run_checks(config)
+    results = run_checks(load(args.config))
     for result in results:
         print(result)
     return EX_FAIL if any(r.level == "FAIL" for r in results) else EX_OK
 
 
-def status_url(listen: str) -> str:
-    host, _, port = listen.rpartition(":")
-    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
-    return f"http://{host}:{port}/status"
+def status_url(metrics: MetricsConfig) -> str:
+    # A daemon listening on every address answers on the loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(metrics.host, metrics.host)
+    return f"http://{join_host_port(host, metrics.port)}/status"
 
 
-def fetch_status(config: Config, timeout: float = 3.0) -> dict:
-    if not config.metrics.listen:
+def fetch_status(metrics: MetricsConfig, timeout: float = 3.0) -> dict:
+    if not metrics.enabled:
         raise OSError("metrics.listen is empty, so the daemon serves no /status")
-    url = status_url(config.metrics.listen)
+    url = status_url(metrics)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return json.load(response)
@@ -99,9 +119,9 @@ def fetch_status(config: Config, timeout: float = 3.0) -> dict:
         raise OSError(f"cannot read {url}: {e}; is litelb running?") from e
 
 
-def cmd_status(config: Config, args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     try:
-        status = fetch_status(config)
+        status = fetch_status(load_metrics(args.config))
     except OSError as e:
         print(f"litelb: {e}", file=sys.stderr)
         return EX_FAIL
@@ -141,11 +161,11 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def cmd_cleanup(config: Config, args: argparse.Namespace) -> int:
+def cmd_cleanup(args: argparse.Namespace) -> int:
     from litelb.cleanup import cleanup
 
     both = not args.vip and not args.route
-    return cleanup(config, vip=args.vip or both, route=args.route or both)
+    return cleanup(load(args.config), vip=args.vip or both, route=args.route or both)
 
 
 COMMANDS = {

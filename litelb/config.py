@@ -8,21 +8,31 @@ import ipaddress
 import math
 import os
 import re
-import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 from urllib.parse import urlsplit
 
+from litelb.hostport import split_host_port
 from litelb.model import default_route_id
+from litelb.secrets import (
+    FileCheckError,
+    PasswordSource,
+    Secret,
+    find_password,
+    require_file,
+    require_key_pair,
+    require_private,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on RHEL 9 / Debian 12
     import tomli as tomllib
 
+_T = TypeVar("_T")
 DEFAULT_PATH = "/etc/litelb.toml"
 EX_CONFIG = 78
 
@@ -49,29 +59,6 @@ class ConfigError(Exception):
         if self.key:
             where += f":{self.key}"
         return f"{where}: {self.message}"
-
-
-class Secret:
-    """A password that never shows itself in a repr, a log line or a traceback."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -191,32 +178,33 @@ def resolved_route_id(route_id: str, vip: str) -> str:
     return route_id or default_route_id(vip)
 
 
-def split_host_port(value: str) -> tuple[str, int]:
-    """Split "host:port" or "[v6]:port"; ValueError says what is wrong."""
-    if value.startswith("["):
-        host, bracket, rest = value[1:].partition("]")
-        if not bracket or not rest.startswith(":"):
-            raise ValueError("must be '[address]:port'")
-        port = rest[1:]
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"'{host}' in brackets is not an IPv6 address") from None
-    else:
-        host, colon, port = value.rpartition(":")
-        if not colon:
-            raise ValueError("must be 'host:port'")
-        if ":" in host:
-            raise ValueError(f"an IPv6 address needs brackets: '[{host}]:{port}'")
-    if not host or any(c.isspace() for c in host):
-        raise ValueError("needs a host, e.g. '127.0.0.1:9651' ('0.0.0.0:9651' for all addresses)")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"port '{port}' is not a number from 1 to 65535")
-    return host, int(port)
-
-
 def load(path: str, *, environ: Mapping[str, str] = os.environ) -> Config:
-    """Read and validate the configuration file at `path`."""
+    """Read and validate the configuration file at `path`, check the files it
+    names and find the NSX password: everything `litelb run` needs."""
+    text = read_text(path)
+    return resolve(parse(text, path), text, environ=environ)
+
+
+def load_metrics(path: str) -> MetricsConfig:
+    """Only `[metrics]` of the file at `path`: what `litelb status` needs. The
+    other sections are not validated and no secret is read, so any user who may
+    read the file may ask a running daemon, whose configuration may differ."""
+    text = read_text(path)
+    doc = _toml(text, path)
+    section = doc.get("metrics", {})
+    if not isinstance(section, dict):
+        raise ConfigError(
+            path,
+            "metrics",
+            f"must be a table ([metrics]), not {_type_name(section)}",
+            _find_line(text, "metrics"),
+        )
+    table = _Table(path, text, "metrics", MetricsConfig, section)
+    table.reject_unknown()
+    return _metrics(table)
+
+
+def read_text(path: str) -> str:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -225,19 +213,19 @@ def load(path: str, *, environ: Mapping[str, str] = os.environ) -> Config:
     except OSError as e:
         raise ConfigError(path, "", f"cannot be read: {e.strerror or e}") from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(path, "", f"is not UTF-8 text (byte {e.start})") from None
-    return parse(text, path, environ=environ)
 
 
-def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> Config:
-    """Validate the TOML `text` of the file `path`; the file itself is only
-    consulted for its mode when it holds a password."""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise _syntax_error(path, text, str(e)) from None
+def parse(text: str, path: str) -> Config:
+    """Validate the TOML `text` of the file `path` into a Config.
+
+    Pure: no file, environment or network is consulted (`path` only names the
+    file in errors). The NSX password is there only when the text holds it;
+    `resolve` checks the files the configuration names and finds the password.
+    """
+    doc = _toml(text, path)
     for name, value in doc.items():
         if name not in SECTIONS:
             raise ConfigError(
@@ -258,14 +246,9 @@ def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> C
     # In the order of the shipped file, so the first error reported is the topmost.
     vip = _vip(tables["vip"])
     kubernetes = _kubernetes(tables["kubernetes"], vip)
-    coordination = CoordinationConfig(
-        **{
-            k: tables["coordination"].seconds(k, minimum=0.0)
-            for k in ("takeover_after", "stale_after", "hold_down")
-        }
-    )
+    coordination = _coordination(tables["coordination"])
     health = _health(tables["health"])
-    nsx = _nsx(tables["nsx"], vip, environ)
+    nsx = _nsx(tables["nsx"], vip)
     return Config(
         vip=vip,
         nsx=nsx,
@@ -276,6 +259,42 @@ def parse(text: str, path: str, *, environ: Mapping[str, str] = os.environ) -> C
         log=LogConfig(level=tables["log"].choice("level", _LOG_LEVELS)),
         path=path,
     )
+
+
+def resolve(cfg: Config, text: str, *, environ: Mapping[str, str] = os.environ) -> Config:
+    """`cfg` (parsed from `text`) with the NSX password found, after checking that
+    every file it names exists and that every file holding a secret is private."""
+    nsx = cfg.nsx
+
+    def check(key: str, check: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return check(*args)
+        except FileCheckError as e:
+            line = _find_line(text, "nsx", key)
+            raise ConfigError(cfg.path, f"nsx.{key}", str(e), line) from None
+
+    for key in ("client_cert", "client_key", "ca_file"):
+        if getattr(nsx, key):
+            check(key, require_file, getattr(nsx, key))
+    if nsx.password is not None:
+        # Even when auth does not use it, a secret must not sit in a readable file.
+        check("password", require_private, cfg.path)
+    if nsx.auth == "certificate":
+        check("client_key", require_private, nsx.client_key)
+        check("client_key", require_key_pair, nsx.client_cert, nsx.client_key)
+        return cfg
+    if nsx.password is not None:
+        return cfg
+    source = PasswordSource.from_environ(nsx.password_file, environ)
+    password = check("password_file", find_password, source)
+    return dataclasses.replace(cfg, nsx=dataclasses.replace(nsx, password=password))
+
+
+def _toml(text: str, path: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise _syntax_error(path, text, str(e)) from None
 
 
 SECTIONS: Mapping[str, type] = MappingProxyType(
@@ -289,15 +308,29 @@ SECTIONS: Mapping[str, type] = MappingProxyType(
         "log": LogConfig,
     }
 )
+# The range of every number, inclusive; docs/configuration.md says why each bound is there.
+RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        "coordination.takeover_after": (0.2, 3600.0),
+        "coordination.stale_after": (1.0, 3600.0),
+        "coordination.hold_down": (1.0, 86400.0),
+        "health.interval": (0.1, 60.0),
+        "health.timeout": (0.1, 60.0),
+        "health.fall": (1, 100),
+        "health.rise": (1, 100),
+        "nsx.timeout": (1.0, 300.0),
+        "nsx.resync_interval": (5.0, 3600.0),
+    }
+)
 _AUTH_MODES = ("basic", "session", "certificate")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _NSX_ID = re.compile(r"[A-Za-z0-9_.-]{1,255}")
 # DNS-1123 label for the namespace, DNS-1035 label for the Service name.
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+# A DNS name as resolvers accept it (underscores occur in the wild); IPs are checked apart.
+_HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_CREDENTIAL = "nsx-password"
-_ENV_PASSWORD = "LITELB_NSX_PASSWORD"
 _DECODER_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
 
 
@@ -342,28 +375,20 @@ class _Table:
     def boolean(self, key: str) -> bool:
         return self._get(key, (bool,), "true or false")
 
-    def integer(self, key: str, *, minimum: int) -> int:
+    def integer(self, key: str) -> int:
         value = self._get(key, (int,), "an integer")
-        if value < minimum:
-            raise self.error(key, f"must be at least {minimum}, not {value}")
+        low, high = RANGES[f"{self.section}.{key}"]
+        if not low <= value <= high:
+            raise self.error(key, f"must be from {low:g} to {high:g}, not {value}")
         return value
 
-    def seconds(
-        self,
-        key: str,
-        *,
-        minimum: float,
-        exclusive: bool = False,
-        maximum: Optional[float] = None,
-    ) -> float:
+    def seconds(self, key: str) -> float:
         value = self._get(key, (int, float), "a number of seconds")
         if not math.isfinite(value):
             raise self.error(key, f"must be a finite number of seconds, not {value}")
-        if value < minimum or (exclusive and value == minimum):
-            bound = f"more than {minimum:g}" if exclusive else f"at least {minimum:g}"
-            raise self.error(key, f"must be {bound} seconds, not {value:g}")
-        if maximum is not None and value > maximum:
-            raise self.error(key, f"must be at most {maximum:g} seconds, not {value:g}")
+        low, high = RANGES[f"{self.section}.{key}"]
+        if not low <= value <= high:
+            raise self.error(key, f"must be from {low:g} to {high:g} seconds, not {value:g}")
         return float(value)
 
     def strings(self, key: str) -> tuple[str, ...]:
@@ -389,12 +414,6 @@ class _Table:
                 key,
                 f"'{value}' is not an NSX id (1 to 255 letters, digits, '-', '_', '.')",
             )
-        return value
-
-    def existing_file(self, key: str) -> str:
-        value = self.string(key)
-        if value and not os.path.isfile(value):
-            raise self.error(key, f"{value} does not exist or is not a file")
         return value
 
 
@@ -439,6 +458,8 @@ def _kubernetes(t: _Table, vip: VipConfig) -> KubernetesConfig:
             ip = ipaddress.ip_address(node_address)
         except ValueError:
             raise t.error("node_address", f"'{node_address}' is not an IP address") from None
+        if ip == ipaddress.ip_address(vip.address):
+            raise t.error("node_address", "is the VIP; set this node's own API server address")
         if ip.version != vip.family:
             raise t.error(
                 "node_address",
@@ -457,6 +478,21 @@ def _kubernetes(t: _Table, vip: VipConfig) -> KubernetesConfig:
     )
 
 
+def _coordination(t: _Table) -> CoordinationConfig:
+    takeover_after = t.seconds("takeover_after")
+    hold_down = t.seconds("hold_down")
+    if hold_down < takeover_after:
+        # A shorter hold-down would let two nodes that cannot see each other trade
+        # the route at every takeover_after: the guard would guard nothing.
+        raise t.error(
+            "hold_down",
+            f"must be at least takeover_after ({takeover_after:g} s), not {hold_down:g}",
+        )
+    return CoordinationConfig(
+        takeover_after=takeover_after, stale_after=t.seconds("stale_after"), hold_down=hold_down
+    )
+
+
 def _health(t: _Table) -> HealthConfig:
     path = t.string("path")
     if not path.startswith("/") or any(c.isspace() for c in path):
@@ -464,14 +500,14 @@ def _health(t: _Table) -> HealthConfig:
     return HealthConfig(
         enabled=t.boolean("enabled"),
         path=path,
-        interval=t.seconds("interval", minimum=0.0, exclusive=True),
-        timeout=t.seconds("timeout", minimum=0.0, exclusive=True),
-        fall=t.integer("fall", minimum=1),
-        rise=t.integer("rise", minimum=1),
+        interval=t.seconds("interval"),
+        timeout=t.seconds("timeout"),
+        fall=t.integer("fall"),
+        rise=t.integer("rise"),
     )
 
 
-def _nsx(t: _Table, vip: VipConfig, environ: Mapping[str, str]) -> NsxConfig:
+def _nsx(t: _Table, vip: VipConfig) -> NsxConfig:
     urls = t.strings("managers")
     if not urls:
         raise t.error("managers", "needs at least one manager, e.g. ['https://nsx.example.com']")
@@ -484,9 +520,9 @@ def _nsx(t: _Table, vip: VipConfig, environ: Mapping[str, str]) -> NsxConfig:
     auth = t.choice("auth", _AUTH_MODES)
     username = t.string("username")
     password_file = t.string("password_file")
-    client_cert = t.existing_file("client_cert")
-    client_key = t.existing_file("client_key")
-    ca_file = t.existing_file("ca_file")
+    client_cert = t.string("client_cert")
+    client_key = t.string("client_key")
+    ca_file = t.string("ca_file")
     thumbprint = t.string("thumbprint")
     if thumbprint and not _HEX64.fullmatch(thumbprint.replace(":", "")):
         raise t.error("thumbprint", f"'{thumbprint}' is not a SHA-256 fingerprint (64 hex digits)")
@@ -495,22 +531,20 @@ def _nsx(t: _Table, vip: VipConfig, environ: Mapping[str, str]) -> NsxConfig:
         raise t.error(
             "insecure", "contradicts thumbprint (which pins the certificate): set only one"
         )
-    timeout = t.seconds("timeout", minimum=1.0, maximum=300.0)
-    resync_interval = t.seconds("resync_interval", minimum=5.0)
-    if t.has("password"):
-        # Even when auth does not use it, a secret must not sit in a readable file.
-        t.string("password")
-        _require_private(t, "password", t.path)
+    timeout = t.seconds("timeout")
+    resync_interval = t.seconds("resync_interval")
     password: Optional[Secret] = None
+    if t.has("password"):
+        inline = t.string("password")
+        if not inline:
+            raise t.error("password", "is empty; remove it to use password_file instead")
+        password = Secret(inline)
     if auth == "certificate":
         for key, value in (("client_cert", client_cert), ("client_key", client_key)):
             if not value:
                 raise t.error(key, "is required with auth = 'certificate'")
-        _require_private(t, "client_key", client_key)
-    else:
-        if not username:
-            raise t.error("username", f"is required with auth = '{auth}'")
-        password = _resolve_password(t, password_file, environ)
+    elif not username:
+        raise t.error("username", f"is required with auth = '{auth}'")
     return NsxConfig(
         managers=managers,
         tier1=tier1,
@@ -542,22 +576,29 @@ def _metrics(t: _Table) -> MetricsConfig:
 
 
 def _url(t: _Table, key: str, url: str, *, allow_loopback_http: bool) -> str:
-    parts = urlsplit(url)
     # Checked first and without quoting the URL: it would carry a password.
-    if "@" in parts.netloc:
+    if "@" in re.split(r"[/?#]", url.partition("://")[2], maxsplit=1)[0]:
         where = "nsx.username and nsx.password_file" if key == "managers" else "the kubeconfig"
         raise t.error(key, f"a URL must not carry credentials; put them in {where}")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError as e:
+        # urllib's own words: "Invalid IPv6 URL", "Port out of range 0-65535", ...
+        raise t.error(key, f"'{url}' is not a valid URL: {e}") from None
     scheme = parts.scheme.lower()
-    loopback_http = allow_loopback_http and scheme == "http" and _is_loopback(parts.hostname)
+    loopback_http = allow_loopback_http and scheme == "http" and _is_loopback(host)
     if scheme != "https" and not loopback_http:
         hint = " (plain http only for a manager on the loopback)" if allow_loopback_http else ""
         raise t.error(key, f"'{url}' is not an https:// URL{hint}")
-    if not parts.hostname:
+    if not host:
         raise t.error(key, f"'{url}' has no host")
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
+    if not _HOST.fullmatch(host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise t.error(key, f"'{url}' has no valid host name or address") from None
     if port == 0:
         raise t.error(key, f"'{url}' has an invalid port")
     if parts.query or parts.fragment:
@@ -576,62 +617,14 @@ def _is_loopback(host: Optional[str]) -> bool:
         return False
 
 
-def _resolve_password(t: _Table, password_file: str, environ: Mapping[str, str]) -> Secret:
-    """The NSX password from, in this order: `password` in the file,
-    `password_file`, the systemd credential, $LITELB_NSX_PASSWORD."""
-    if t.has("password"):
-        inline = t.string("password")
-        if not inline:
-            raise t.error("password", "is empty; remove it to use password_file instead")
-        return Secret(inline)
-    if password_file and os.path.exists(password_file):
-        _require_private(t, "password_file", password_file)
-        return Secret(_read_secret(t, "password_file", password_file))
-    credentials = environ.get("CREDENTIALS_DIRECTORY", "")
-    if credentials:
-        credential = os.path.join(credentials, _CREDENTIAL)
-        # systemd itself makes credentials private to the service; no mode check.
-        if os.path.exists(credential):
-            return Secret(_read_secret(t, "password", credential))
-    if environ.get(_ENV_PASSWORD):
-        return Secret(environ[_ENV_PASSWORD])
-    source = f"{password_file} does not exist" if password_file else "password_file is empty"
-    raise t.error(
-        "password_file",
-        f"no NSX password: {source}, and neither the systemd credential '{_CREDENTIAL}'"
-        f" nor ${_ENV_PASSWORD} is set; write it to a file with mode 0600",
-    )
-
-
-def _read_secret(t: _Table, key: str, path: str) -> str:
+def line_of(path: str, section: str, key: str) -> Optional[int]:
+    """The line of `section.key` in the file at `path`, for an error found after
+    parsing; None when the file cannot be read or does not set the key."""
     try:
-        # newline="": the secret's bytes as they are, "\r" included.
-        with open(path, encoding="utf-8", newline="") as f:
-            value = f.read()
-    except (OSError, UnicodeError) as e:
-        why = e.strerror if isinstance(e, OSError) else "it is not UTF-8 text"
-        # `from None`: a chained decode error would carry the secret's bytes.
-        raise t.error(key, f"cannot read {path}: {why}") from None
-    # `echo secret > file` adds one newline that is not part of the password.
-    for newline in ("\r\n", "\n"):
-        if value.endswith(newline):
-            value = value[: -len(newline)]
-            break
-    if not value:
-        raise t.error(key, f"{path} is empty")
-    return value
-
-
-def _require_private(t: _Table, key: str, path: str) -> None:
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError as e:
-        raise t.error(key, f"cannot check the mode of {path}: {e.strerror}") from None
-    if mode & 0o077:
-        raise t.error(
-            key,
-            f"{path} holds a secret but is readable by others (mode {mode:04o}): chmod 600 {path}",
-        )
+        with open(path, encoding="utf-8") as f:
+            return _find_line(f.read(), section, key)
+    except (OSError, UnicodeError):
+        return None
 
 
 def _find_line(text: str, section: str, key: Optional[str] = None) -> Optional[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 import yaml
 
 from litelb import __version__
-from tests.integration.lab import NODES, REPO, ROUTE_ID, TIER1, VIP, Lab, wait_for
+from tests.integration.lab import NODES, PASSWORD, REPO, ROUTE_ID, TIER1, VIP, Lab, wait_for
+from tests.nsxsim import NsxSimulator
 
 pytestmark = pytest.mark.netns
 A = NODES[0]
@@ -110,3 +112,59 @@ def test_sighup_rereads_the_log_level(box: Lab) -> None:
     node.proc.send_signal(__import__("signal").SIGHUP)  # type: ignore[union-attr]
     wait_for(lambda: "log level is now debug" in node.log(), 5, "SIGHUP handled", node)
     assert node.alive()
+
+
+def test_status_reads_only_the_metrics_section(box: Lab, tmp_path: Path) -> None:
+    # The password sits where only the daemon (root with every capability) can
+    # reach it; `litelb status` runs without the capabilities that let root read
+    # what it may not, as an operator without access to the password would.
+    vault = tmp_path / "vault"
+    vault.mkdir(mode=0o700)
+    secret = vault / "nsx-password"
+    secret.write_text(box.password_file.read_text())
+    secret.chmod(0o600)
+    os.chown(vault, 65534, 65534)
+    node = box.start(A, nsx={"password_file": str(secret)})
+    wait_for(lambda: box.hops() == sorted(NODES), 10, "route", node)
+    # The file was edited since the daemon started; status still reaches it.
+    edited = Path(node.config_path).read_text() + '[bogus]\nkey = "x"\n'
+    Path(node.config_path).write_text(edited)
+    without_dac = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    status = subprocess.run(
+        [*box.ns.exec_prefix(), *without_dac, sys.executable, "-m", "litelb", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(REPO),
+        env={**os.environ, "PYTHONPATH": str(REPO), "LITELB_CONFIG": str(node.config_path)},
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"node        {A} (leader)" in status.stdout
+    check = box.run_cli("check", "-c", str(node.config_path))
+    assert check.returncode == 78 and ":bogus: unknown section" in check.stderr
+
+
+def test_status_with_a_bad_metrics_section_is_a_configuration_error(box: Lab) -> None:
+    out = box.run_cli("status", "-c", config(box, metrics={"listen": "[::1"}))
+    assert out.returncode == 78
+    assert ":metrics.listen: '[::1' must be '[address]:port'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_check_asks_every_manager(box: Lab) -> None:
+    # A manager that answers but lacks the Tier-1 (another NSX, a wrong project)
+    # must not hide what the next manager says.
+    other = box.ns.call(lambda: NsxSimulator(username="admin", password=PASSWORD).start())
+    try:
+        path = config(box, nsx={"managers": [other.url, box.nsx.url]})
+        out = box.run_cli("check", "-c", path)
+    finally:
+        other.stop()
+    # "ok   text" -> "ok text"
+    lines = [" ".join(line.split(None, 1)) for line in out.stdout.splitlines()]
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"ok NSX manager {other.url}: TLS and credentials ok" in lines
+    assert any(line.startswith(f"FAIL Tier-1 '{TIER1}' not found") for line in lines), lines
+    assert f"ok NSX manager {box.nsx.url}: TLS and credentials ok" in lines
+    assert any("advertises TIER1_STATIC_ROUTES" in line for line in lines), lines
+    assert any(line.startswith("ok route ") for line in lines), lines
