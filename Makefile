@@ -4,7 +4,7 @@ VENV_COMPAT ?= .venv-compat
 PY          := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test test-compat lint demo bench deb rpm clean
+.PHONY: test test-compat lint demo bench bench-dataplane deb rpm clean
 
 $(VENV)/.stamp: pyproject.toml scripts/bootstrap
 	scripts/bootstrap $(VENV)
@@ -28,6 +28,11 @@ demo: $(VENV)/.stamp
 
 bench: $(VENV)/.stamp
 	$(PY) -m bench.run
+
+# What a client sees through the VIP, litelb side by side with keepalived + haproxy.
+bench-dataplane: $(VENV)/.stamp
+	$(VENV)/bin/pip install -q '.[bench]'
+	$(PY) -m bench.dataplane
 
 deb:
 	scripts/build-deb

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -156,6 +157,7 @@ class DataPlaneLab:
         for node in NODES:
             self.start_apiserver(node)
         for node in NODES:
+            self.wait_for(lambda n=node: self.listening(n), 30, f"the API server on {node}")
             self.system.start(node)
         self.wait_for(self.system.converged, 60, "the VIP system to converge")
         self.wait_for(lambda: self.probe_vip(), 20, "the VIP to answer")
@@ -229,6 +231,16 @@ class DataPlaneLab:
     def kernel_route(self) -> str:
         assert self.net is not None and self.system is not None
         return self.net.tier1.ip("route", "show", f"{self.system.vip}/32").stdout.strip()
+
+    def listening(self, node: str) -> bool:
+        def connect() -> bool:
+            try:
+                socket.create_connection((node, API_PORT), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        return self.net.nodes[node].call(connect)  # type: ignore[union-attr]
 
     def endpoints(self) -> list[str]:
         with contextlib.suppress(OSError, ValueError):

@@ -46,8 +46,11 @@ class System:
         raise NotImplementedError
 
     def forget(self, node: str) -> None:
-        """The node's VM died: its processes are gone."""
+        """The node's VM died: its processes are gone, a reboot brings back an empty `lo`."""
         self.down.add(node)
+        if self.routed:
+            ns = self.lab.net.nodes[node]  # type: ignore[union-attr]
+            ns.ip("addr", "del", f"{self.vip}/32", "dev", "lo", check=False)
 
 
 class Litelb(System):
