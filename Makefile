@@ -31,7 +31,9 @@ bench: $(VENV)/.stamp
 
 # What a client sees through the VIP, litelb side by side with keepalived + haproxy.
 bench-dataplane: $(VENV)/.stamp
-	$(VENV)/bin/pip install -q '.[bench]'
+	command -v keepalived >/dev/null && command -v haproxy >/dev/null || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived haproxy curl >/dev/null; }
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	$(PY) -m bench.dataplane
 
 deb:

@@ -16,7 +16,7 @@ from typing import Callable
 from bench.lab.lab import DataPlaneLab, Options, can_run
 from bench.lab.live import Ticker
 from bench.lab.results import load, outcome
-from bench.lab.topology import NODES, VIP
+from bench.lab.topology import NODES, SEGMENT_VIP, VIP
 
 
 def say(text: str) -> None:
@@ -27,6 +27,20 @@ def short(hops: object) -> str:
     if not hops:
         return "(none)"
     return " ".join(f".{h.rsplit('.', 1)[1]}" for h in hops)  # type: ignore[attr-defined]
+
+
+def show_segment_check(lab: DataPlaneLab) -> None:
+    """`litelb check` on a node whose configuration puts the VIP inside the node segment."""
+    node = NODES[0]
+    say(f"`litelb check` on {node} with a VIP inside the node segment ({SEGMENT_VIP}):")
+    config = lab.workdir / "litelb-vip-in-segment.toml"
+    config.write_text(lab.system.config(node, vip=SEGMENT_VIP))  # type: ignore[union-attr]
+    config.chmod(0o600)
+    ns = lab.net.nodes[node]  # type: ignore[union-attr]
+    result = ns.run(sys.executable, "-m", "litelb", "check", "-c", str(config), check=False)
+    for line in result.stdout.splitlines():
+        if "VIP" in line:
+            print(f"    {line}")
 
 
 def main() -> int:
@@ -111,6 +125,7 @@ def main() -> int:
             window = "" if o.failure_end is None else f", last {o.failure_end:.2f} s after"
             print(f"    {name:<18} {o.requests:5d} requests, {o.failed:3d} failed{window}")
         print(f"    leader now: {lab.leader()}; NSX saw {len(lab.nsx.writes())} route writes")  # type: ignore[union-attr]
+        show_segment_check(lab)
     return 0
 
 

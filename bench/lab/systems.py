@@ -58,14 +58,14 @@ class Litelb(System):
         super().__init__(lab)
         self.probes = probes
 
-    def config(self, node: str) -> str:
+    def config(self, node: str, vip: str = VIP) -> str:
         kubeconfig = self.lab.pki.kubeconfig(
             self.lab.workdir / f"kubelet-{node}.conf",
             f"https://{VIP}:{API_PORT}",
             user_cn=f"system:node:node-{node.rsplit('.', 1)[1]}",
         )
         sections: dict[str, dict[str, Any]] = {
-            "vip": {"address": VIP, "interface": "lo"},
+            "vip": {"address": vip, "interface": "lo"},
             "kubernetes": {"kubeconfig": str(kubeconfig), "node_address": node},
             "health": {} if self.probes else {"enabled": False},
             "nsx": {

@@ -2,17 +2,24 @@
 
 Correctness, not timing: traffic recovers after the hang, NSX and the Tier-1's kernel
 route hold exactly the healthy nodes, and not one request fails on a graceful restart.
+Also `litelb check` on a node whose segment contains the VIP.
 """
 
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
+from bench.lab import topology
 from bench.lab.lab import DataPlaneLab, Options, can_run
+from bench.lab.netns import Cleanup
 from bench.lab.results import load, outcome
 from bench.lab.topology import NODES
+from litelb.check import segment_check
+from litelb.config import VipConfig
+from litelb.model import CheckResult
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -66,3 +73,29 @@ def test_hang_then_graceful_restart() -> None:
         answered = {r.node for r in requests if r.t >= end - 1.5}
         assert answered == set(NODES), "the restarted API server takes traffic again"
         assert kernel_hops(lab) == sorted(NODES) == lab.nsx_hops()
+
+
+def test_check_warns_about_a_vip_inside_the_node_segment() -> None:
+    why = can_run()
+    if why is not None:
+        pytest.skip(why)
+    cleanup = Cleanup()
+    try:
+        net = topology.build(cleanup, tag="chk")
+        node = net.nodes[NODES[0]]
+        vip = VipConfig(address=topology.SEGMENT_VIP)
+        outside = VipConfig(address=topology.VIP)
+
+        def check(v: VipConfig) -> CheckResult:
+            return segment_check(SimpleNamespace(vip=v))  # type: ignore[arg-type]
+
+        warned = node.call(check, vip)
+        assert warned.level == "warn"
+        assert "arp_ignore=1" in warned.text and "arp_announce=2" in warned.text
+        assert "outside the segment" in warned.text
+        assert node.call(check, outside).level == "ok"
+        node.sysctl("net.ipv4.conf.all.arp_ignore", "1")
+        node.sysctl("net.ipv4.conf.all.arp_announce", "2")
+        assert node.call(check, vip).level == "ok"
+    finally:
+        assert cleanup.run() == []
