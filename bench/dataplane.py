@@ -184,6 +184,10 @@ def plot(runs: list[Run], scenario: Scenario, systems: Sequence[str], path: Path
     plt.close(fig)
 
 
+def _outcome(saved: dict) -> Outcome:
+    return Outcome(**{k: saved[k] for k in Outcome.__dataclass_fields__})
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dataplane", description=__doc__)
     parser.add_argument("--reps", type=int, default=5)
@@ -193,7 +197,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--hashing", nargs="*", choices=HASHING_MODES, default=list(HASHING_MODES))
     parser.add_argument("--realize-delay", type=float, default=0.0)
     parser.add_argument("--out", type=Path, default=Path("out/dataplane"))
+    parser.add_argument(
+        "--table-from", nargs="+", type=Path, metavar="JSON", help="print the table of earlier runs"
+    )
     args = parser.parse_args(argv)
+    if args.table_from:
+        saved = [
+            Run(r["scenario"], r["system"], r["rep"], _outcome(r), 0.0, ())
+            for path in args.table_from
+            for r in json.loads(path.read_text())["runs"]
+        ]
+        print(table(saved, args.systems, [s for s in SCENARIOS if s.name in args.scenarios]))
+        return 0
     why = can_run()
     if why is not None:
         print(f"bench.dataplane: {why}; run it as root", file=sys.stderr)
@@ -202,13 +217,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = Options(realize_delay=args.realize_delay)
     scenarios = [s for s in SCENARIOS if s.name in args.scenarios]
     runs: list[Run] = []
+    broken: dict[str, dict[str, list[int]]] = {}
+
+    def save() -> None:  # after every run, so an interrupted bench keeps what it measured
+        results = [
+            {"scenario": r.scenario, "system": r.system, "rep": r.rep, **asdict(r.outcome)}
+            for r in runs
+        ]
+        (args.out / "results.json").write_text(
+            json.dumps({"runs": results, "broken_long_lived": broken}, indent=1)
+        )
+
     for scenario in scenarios:
         systems = [s for s in args.systems if s != "keepalived" or "nsx" not in scenario.name]
         for rep in range(args.reps):
             for system in systems:
-                run = run_one(
-                    scenario, system, rep, Options(**{**asdict(options), "system": system})
-                )
+                chosen = Options(**{**asdict(options), "system": system})
+                run = run_one(scenario, system, rep, chosen)
                 o = run.outcome
                 print(
                     f"{scenario.name:<16} {system:<15} rep {rep + 1}: {o.failed:4d} failed,"
@@ -216,24 +241,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     flush=True,
                 )
                 runs.append(run)
+                save()
         plot(runs, scenario, args.systems, args.out / f"{scenario.name}.png")
-    results = [
-        {"scenario": r.scenario, "system": r.system, "rep": r.rep, **asdict(r.outcome)}
-        for r in runs
-    ]
-    print("\n" + table(runs, args.systems, scenarios), flush=True)
-    broken = {}
-    for hashing in args.hashing:
-        to_others, total = broken_connections(hashing, options)
-        broken[hashing] = {"to_other_servers": to_others, "all": total}
-        print(
-            f"graceful restart, 30 long-lived connections, {hashing}: {total} broken,"
-            f" {to_others} of them to the other API servers",
-            flush=True,
-        )
-    (args.out / "results.json").write_text(
-        json.dumps({"runs": results, "broken_long_lived": broken}, indent=1)
-    )
+    if runs:
+        print("\n" + table(runs, args.systems, scenarios), flush=True)
+    for rep in range(args.reps):
+        for hashing in args.hashing:
+            to_others, total = broken_connections(hashing, options)
+            counts = broken.setdefault(hashing, {"to_other_servers": [], "all": []})
+            counts["to_other_servers"].append(to_others)
+            counts["all"].append(total)
+            save()
+            print(
+                f"graceful restart, 30 long-lived connections, {hashing} rep {rep + 1}:"
+                f" {total} broken, {to_others} of them to the other API servers",
+                flush=True,
+            )
     return 0
 
 
