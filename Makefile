@@ -4,7 +4,7 @@ VENV_COMPAT ?= .venv-compat
 PY          := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test test-compat lint demo bench modelcheck soak deb rpm clean
+.PHONY: test test-compat lint demo bench bench-dataplane modelcheck soak deb rpm clean
 
 $(VENV)/.stamp: pyproject.toml scripts/bootstrap
 	scripts/bootstrap $(VENV)
@@ -36,6 +36,12 @@ modelcheck: $(VENV)/.stamp
 # Three daemons under rotating faults; SOAK_MINUTES=180 for 3 h.
 soak: $(VENV)/.stamp
 	$(PY) -m bench.soak --minutes $(or $(SOAK_MINUTES),30)
+# What a client sees through the VIP, litelb side by side with keepalived + haproxy.
+bench-dataplane: $(VENV)/.stamp
+	command -v keepalived >/dev/null && command -v haproxy >/dev/null || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived haproxy curl >/dev/null; }
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	$(PY) -m bench.dataplane
 
 deb:
 	scripts/build-deb

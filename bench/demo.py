@@ -1,97 +1,137 @@
-"""`make demo`: three real `litelb run` daemons keep one NSX route through failures.
+"""`make demo`: real packets through the VIP while API servers hang, restart and VMs die.
 
-Everything runs on this machine inside a throwaway network namespace: a fake
-kube-apiserver on 127.0.0.2–4 (three control-plane nodes), an NSX Policy API
-simulator on 127.0.0.1, and the daemons as subprocesses. Needs root.
+A lab of network namespaces on this machine: a client, a router standing in for the NSX
+Tier-1 (its VIP route is a kernel multipath route, realized from what the NSX simulator
+holds), and three control-plane "VMs", each with an API server process and a `litelb run`
+daemon. A line per second shows what the client sees (a new TLS connection to the VIP
+every 20 ms). Everything is removed at the end, also on Ctrl-C. Needs root.
 """
 
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import Callable
 
-from tests.integration.lab import NODES, ROUTE_ID, TIER1, VIP, Lab, wait_for
-
-A, B, C = NODES
+from bench.lab.lab import DataPlaneLab, Options, can_run
+from bench.lab.live import Ticker
+from bench.lab.results import load, outcome
+from bench.lab.topology import NODES, SEGMENT_VIP, VIP
 
 
 def say(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def show(box: Lab) -> None:
-    route = box.route()
-    if route is None:
-        print("    NSX holds no route", flush=True)
-        return
-    print(
-        f"    NSX route {route['network']} -> {', '.join(box.hops() or [])}"
-        f"   (leader {box.leader()}, _revision {route['_revision']})",
-        flush=True,
-    )
+def short(hops: object) -> str:
+    if not hops:
+        return "(none)"
+    return " ".join(f".{h.rsplit('.', 1)[1]}" for h in hops)  # type: ignore[attr-defined]
 
 
-def timed(box: Lab, predicate, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    wait_for(predicate, timeout, what, *box.nodes.values())
-    print(f"    {what}: {time.monotonic() - start:.2f} s", flush=True)
-    show(box)
+def show_segment_check(lab: DataPlaneLab) -> None:
+    """`litelb check` on a node whose configuration puts the VIP inside the node segment."""
+    node = NODES[0]
+    say(f"`litelb check` on {node} with a VIP inside the node segment ({SEGMENT_VIP}):")
+    config = lab.workdir / "litelb-vip-in-segment.toml"
+    config.write_text(lab.system.config(node, vip=SEGMENT_VIP))  # type: ignore[union-attr]
+    config.chmod(0o600)
+    ns = lab.net.nodes[node]  # type: ignore[union-attr]
+    result = ns.run(sys.executable, "-m", "litelb", "check", "-c", str(config), check=False)
+    for line in result.stdout.splitlines():
+        if "VIP" in line:
+            print(f"    {line}")
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="litelb-demo-") as tmp:
-        box = Lab(Path(tmp))
-        try:
-            say(f"Starting litelb on node {A}; NSX has Tier-1 {TIER1!r} and no route yet")
-            box.start(A)
-            timed(box, lambda: box.hops() == sorted(NODES), "route created")
-            print(f"    VIP on the node's lo: {VIP in box.ns.addresses()}")
+    why = can_run()
+    if why is not None:
+        print(f"make demo: {why}.\nRun it as root: sudo make demo", file=sys.stderr)
+        return 1
+    say("Building the lab: client ── tier1 router ── segment 10.20.4.0/24 ── three VMs")
+    with DataPlaneLab(Options()) as lab:
+        print(f"    NSX route {VIP}/32 -> {short(lab.nsx_hops())}   leader {lab.leader()}")
+        print(f"    tier1 kernel route: {' '.join(lab.kernel_route().split())}")
+        log = lab.start_client("new", duration=300)
 
-            say(f"Starting litelb on {B} and {C}: they follow, nothing is written")
-            box.start(B)
-            box.start(C)
-            time.sleep(1)
-            show(box)
+        def hops() -> str:
+            return short(lab.nsx_hops())
 
-            say("`litelb status` on the leader:")
-            print(box.run_cli("status", "-c", str(box.nodes[A].config_path)).stdout)
+        ticker = Ticker(log, hops, lambda line: print(line, flush=True))
 
-            say(f"The API server on {C} hangs (VM frozen): probes withdraw it")
-            box.kube.hang(C)
-            timed(box, lambda: box.hops() == [A, B], "withdrawn after")
-            box.serve_api(C)
-            timed(box, lambda: box.hops() == sorted(NODES), "restored after")
+        def until(predicate: Callable[[], object], what: Callable[[], str]) -> None:
+            start = time.monotonic()
+            lab.wait_for(predicate, 30, what())
+            took = time.monotonic() - start
+            ticker.note(f"... {what()} after {took:.2f} s")
 
-            say("An operator edits the route in the NSX UI: the leader corrects the drift")
-            box.nsx.ui_edit(TIER1, ROUTE_ID, next_hops=[{"ip_address": "10.9.9.9"}])
-            show(box)
-            timed(box, lambda: box.hops() == sorted(NODES), "corrected after", 15)
+        phases: list[tuple[str, float, float]] = []
 
-            say(f"The leader's VM ({A}) dies: daemon killed, API server silent")
-            box.nodes[A].kill()
-            box.kube.hang(A)
-            timed(
-                box,
-                lambda: box.leader() in (B, C) and box.hops() == [B, C],
-                "new leader, route corrected after",
+        def phase(
+            name: str,
+            fault: Callable[[], object],
+            done: Callable[[], object],
+            what: Callable[[], str],
+            pause: float,
+        ) -> None:
+            t = time.monotonic()
+            fault()
+            until(done, what)
+            phases.append((name, t, time.monotonic()))
+            time.sleep(pause)
+
+        def full() -> bool:
+            return lab.nsx_hops() == sorted(NODES)
+
+        with ticker:
+            time.sleep(4)
+            leader = lab.leader() or NODES[0]
+            others = [n for n in NODES if n != leader]
+            hung, restarted = others[0], others[1]
+
+            ticker.note(f"The API server on {hung} hangs (SIGSTOP: TCP accepted, nothing answered)")
+            phase(
+                "hang",
+                lambda: lab.hang(hung),
+                lambda: hung not in (lab.nsx_hops() or []),
+                lambda: f"{hung} withdrawn",
+                3,
             )
-
-            say(f"{box.leader()} is stopped with SIGTERM: it hands over")
-            leader = box.leader()
-            assert leader is not None
-            code, took = box.nodes[leader].terminate()
-            print(f"    exit status {code} after {took:.2f} s")
-            show(box)
-
-            writes = box.route_writes()
-            reads = [r for r in box.nsx.requests() if r.method == "GET"]
-            say(f"NSX saw {len(writes)} writes and {len(reads)} reads in all")
-        finally:
-            box.close()
+            ticker.note(f"The API server on {hung} answers again")
+            phase("unhang", lambda: lab.unhang(hung), full, lambda: f"{hung} restored", 2)
+            ticker.note(f"Graceful restart of the API server on {restarted} (shutdown delay 5 s)")
+            phase(
+                "graceful restart",
+                lambda: lab.graceful_restart(restarted),
+                full,
+                lambda: f"{restarted} back in the route",
+                2,
+            )
+            ticker.note(f"The leader's VM ({leader}) dies: link down, every process killed")
+            phase(
+                "leader's VM dies",
+                lambda: lab.vm_dies(leader),
+                lambda: lab.leader() in others and leader not in (lab.nsx_hops() or []),
+                lambda: f"new leader {lab.leader()} wrote the route without {leader}",
+                3,
+            )
+            ticker.note(f"{leader} boots again")
+            phase("node back", lambda: lab.node_back(leader), full, lambda: f"{leader} is back", 3)
+        lab.stop_client("new")
+        requests = load(log)
+        say(f"{len(requests)} requests in all, {sum(not r.ok for r in requests)} failed")
+        for name, start, end in phases:
+            o = outcome(requests, start, end)
+            window = "" if o.failure_end is None else f", last {o.failure_end:.2f} s after"
+            print(f"    {name:<18} {o.requests:5d} requests, {o.failed:3d} failed{window}")
+        print(f"    leader now: {lab.leader()}; NSX saw {len(lab.nsx.writes())} route writes")  # type: ignore[union-attr]
+        show_segment_check(lab)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted; the lab is removed", file=sys.stderr)
+        sys.exit(130)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+from contextlib import closing
 from dataclasses import replace
 from typing import Optional
+
+from pyroute2 import IPRoute, NetlinkError
 
 from litelb.adapters.kube_client import (
     DISCOVERY_GROUP,
@@ -50,6 +53,7 @@ def run_checks(cfg: Config) -> list[CheckResult]:
             )
         )
     results.append(vip_check(cfg))
+    results.append(segment_check(cfg))
     return results
 
 
@@ -302,3 +306,67 @@ def _identity_check(
 
 def _bracketed(address: str) -> str:
     return f"[{address}]" if ":" in address else address
+
+
+# -- the VIP and the node's segment -------------------------------------------------
+
+
+def _arp_sysctl(interface: str, name: str) -> int:
+    """The value the kernel applies on `interface`: the larger of `all` and the interface's."""
+    values = []
+    for scope in ("all", interface):
+        try:
+            with open(f"/proc/sys/net/ipv4/conf/{scope}/{name}", encoding="ascii") as f:
+                values.append(int(f.read().strip()))
+        except (OSError, ValueError):
+            values.append(0)
+    return max(values)
+
+
+def connected_networks(vip: str, vip_interface: str) -> list[tuple[str, str]]:
+    """(interface, network) of every connected subnet, other than the VIP's interface and
+    lo, that contains the VIP."""
+    address = ipaddress.ip_address(vip)
+    found = []
+    with closing(IPRoute()) as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for msg in ipr.get_addr():
+            name = names.get(msg["index"], "")
+            raw = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if not raw or name in ("lo", vip_interface):
+                continue
+            network = ipaddress.ip_network(f"{raw}/{msg['prefixlen']}", strict=False)
+            if network.num_addresses > 1 and address in network:
+                found.append((name, str(network)))
+    return found
+
+
+def segment_check(cfg: Config) -> CheckResult:
+    """A VIP inside a subnet this node is connected to is answered by ARP from every node."""
+    vip = cfg.vip.address
+    try:
+        inside = connected_networks(vip, cfg.vip.interface)
+    except (OSError, NetlinkError) as e:
+        return CheckResult("warn", f"cannot list this node's subnets to place VIP {vip}: {e}")
+    if not inside:
+        return CheckResult("ok", f"VIP {vip} lies outside every subnet this node is connected to")
+    interface, network = inside[0]
+    if ipaddress.ip_address(vip).version == 4 and (
+        _arp_sysctl(interface, "arp_ignore") >= 1 and _arp_sysctl(interface, "arp_announce") >= 2
+    ):
+        return CheckResult(
+            "ok",
+            f"VIP {vip} lies in {network} on {interface}; arp_ignore/arp_announce keep this "
+            "node from answering ARP for it",
+        )
+    fix = (
+        "sysctl net.ipv4.conf.all.arp_ignore=1 and net.ipv4.conf.all.arp_announce=2"
+        if ipaddress.ip_address(vip).version == 4
+        else "a VIP outside the segment (Neighbor Discovery answers for any local address)"
+    )
+    return CheckResult(
+        "warn",
+        f"VIP {vip} lies in {network}, the subnet of {interface}: hosts on that segment "
+        "resolve it by ARP and every node with the VIP on lo answers, bypassing the route; "
+        f"use a VIP outside the segment, or set {fix}",
+    )

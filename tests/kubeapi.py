@@ -59,6 +59,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Union
 
+from .isolation import may_listen_on
 from .pki import Pki
 
 Endpoint = Union[str, tuple[str, bool], tuple[str, bool, bool]]
@@ -304,16 +305,22 @@ class FakeKubeApiServer:
         port: int = 0,
         bookmark_interval: float = 1.0,
         history: int = 1000,
+        node_name: str = "",
     ) -> None:
         if not addresses:
             raise ValueError("at least one address")
         for address in addresses:
-            if not ipaddress.ip_address(address).is_loopback:
-                raise ValueError(f"{address}: the fake API server only listens on loopback")
+            if not may_listen_on(address):
+                raise ValueError(
+                    f"{address}: outside a network namespace of its own, "
+                    "the fake API server only listens on loopback"
+                )
         self._pki = pki
         self._want_port = port
         self._port: int | None = None
         self._bookmark_interval = bookmark_interval
+        # Sent as X-Api-Server-Node in every answer, so a client behind a VIP sees who answered.
+        self.node_name = node_name
         self._cond = threading.Condition(threading.RLock())
         self._store = _Store(history)
         self._listeners = {a: _Listener(a) for a in addresses}
@@ -405,11 +412,14 @@ class FakeKubeApiServer:
         namespace: str = "default",
         service: str = "kubernetes",
         port: int | None = None,
+        resource_version: int | None = None,
     ) -> None:
         """Create, replace or (empty list) delete one EndpointSlice.
 
         An endpoint is an address, ``(address, ready)`` or ``(address, ready,
         terminating)``; the 3-tuple also sets ``serving`` to ``ready``.
+        ``resource_version``: the shared store's revision of this change, so several
+        API server processes mirroring one state (as sharing etcd) agree on it.
         """
         items = [_normalize(e) for e in endpoints]
         if not items:
@@ -440,6 +450,8 @@ class FakeKubeApiServer:
             "ports": [{"name": "https", "port": port or self.port, "protocol": "TCP"}],
         }
         with self._cond:
+            if resource_version is not None and resource_version > self._store.rv:
+                self._store.rv = resource_version - 1
             if self._store.put(obj):
                 self._cond.notify_all()
 
@@ -692,6 +704,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
+        if self.api.node_name:
+            self.send_header("X-Api-Server-Node", self.api.node_name)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

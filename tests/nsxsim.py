@@ -63,8 +63,10 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .isolation import may_listen_on
 
 _ROOT = r"/policy/api/v1(?:/orgs/default/projects/(?P<project>[^/]+))?/infra"
 _TIER1_RE = re.compile(_ROOT + r"/tier-1s/(?P<tier1>[^/]+)$")
@@ -391,8 +393,10 @@ class NsxSimulator:
         lockout_after: int = 5,
         lockout_seconds: float = 900.0,
     ):
-        if not ipaddress.ip_address(host).is_loopback:
-            raise ValueError(f"nsxsim serves only on loopback addresses, not {host}")
+        if not may_listen_on(host):
+            raise ValueError(
+                f"nsxsim serves only on loopback addresses outside a lab namespace, not {host}"
+            )
         self._username = username
         self._password = password
         self._lockout_after = lockout_after
@@ -424,6 +428,18 @@ class NsxSimulator:
                 self._server.server_close()
                 raise
         self._thread: Optional[threading.Thread] = None
+        self._on_change: Optional[Callable[[], None]] = None
+
+    def on_route_change(self, callback: Optional[Callable[[], None]]) -> None:
+        """Call `callback` after any static route is stored or deleted (the data-plane lab
+        realizes routes from it). It runs with the simulator locked: it must only signal,
+        never call back into the simulator."""
+        with self._lock:
+            self._on_change = callback
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
     @staticmethod
     def _tls_context(cert: str, key: Optional[str], client_ca: Optional[str]) -> ssl.SSLContext:
@@ -603,7 +619,9 @@ class NsxSimulator:
 
     def ui_delete(self, tier1: str, route_id: str, project: str = "") -> bool:
         with self._lock:
-            return self._routes.pop((project, tier1, route_id), None) is not None
+            deleted = self._routes.pop((project, tier1, route_id), None) is not None
+            self._changed()
+            return deleted
 
     def route(self, tier1: str, route_id: str, project: str = "") -> Optional[dict[str, Any]]:
         with self._lock:
@@ -769,7 +787,9 @@ class NsxSimulator:
         if current is not None:
             self._check_protection(request, current, user)
         if method == "DELETE":
-            if self._routes.pop(key, None) is not None and self._delete_delay > 0:
+            deleted = self._routes.pop(key, None) is not None
+            self._changed()
+            if deleted and self._delete_delay > 0:
                 self._pending_deletes[key] = time.monotonic() + self._delete_delay
             return _Response(200)
         if method in ("PUT", "PATCH") and time.monotonic() < self._pending_deletes.get(key, 0.0):
@@ -848,6 +868,7 @@ class NsxSimulator:
             "_revision": current["_revision"] + 1 if current else 0,
         }
         self._routes[key] = stored
+        self._changed()
         self._pending_deletes.pop(key, None)
         return copy.deepcopy(stored)
 

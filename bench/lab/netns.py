@@ -1,0 +1,117 @@
+"""Network namespaces the lab creates, and a registry that removes everything it made.
+
+Every step that creates something (a namespace, a process, a temporary file) registers
+its undo at once, so `Cleanup.run` leaves nothing behind whether the lab finished, failed
+half-way or was interrupted by Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+_CLONE_NEWNET = 0x40000000
+
+
+class Cleanup:
+    """Undo actions, run newest first; each one runs once even if another fails."""
+
+    def __init__(self) -> None:
+        self._actions: list[tuple[str, Callable[[], None]]] = []
+        self._lock = threading.Lock()
+
+    def add(self, what: str, action: Callable[[], None]) -> None:
+        with self._lock:
+            self._actions.append((what, action))
+
+    def run(self) -> list[str]:
+        """Runs every action; returns what could not be undone (for the operator)."""
+        failed = []
+        while True:
+            with self._lock:
+                if not self._actions:
+                    return failed
+                what, action = self._actions.pop()
+            try:
+                action()
+            except Exception as e:  # one failed undo must not leave the rest behind
+                failed.append(f"{what}: {e}")
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C in the main thread, so `finally` blocks clean up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+class Namespace:
+    """One network namespace with lo up; `call` runs a function in a thread inside it."""
+
+    def __init__(self, name: str, cleanup: Cleanup) -> None:
+        self.name = name
+        ip("netns", "add", name)
+        cleanup.add(f"namespace {name}", self._delete)
+        ip("-n", name, "link", "set", "lo", "up")
+        self._pool = ThreadPoolExecutor(max_workers=2, initializer=self._enter)
+
+    def _enter(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns into {self.name}")
+        finally:
+            os.close(fd)
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self._pool.submit(fn, *args, **kwargs).result()
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, *argv], capture_output=True, text=True, check=check
+        )
+
+    def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return ip("-n", self.name, *args, check=check)
+
+    def sysctl(self, key: str, value: str) -> None:
+        self.run("sysctl", "-qw", f"{key}={value}")
+
+    def pids(self) -> list[int]:
+        out = ip("netns", "pids", self.name, check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the namespace: all of them were started by the lab."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+
+    def _delete(self) -> None:
+        self.kill_all()
+        self._pool.shutdown(wait=False)
+        ip("netns", "del", self.name, check=False)
