@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,12 +29,12 @@ from typing import Callable
 
 import pytest
 
+from tests.packaging.builds import REPO, build, copy_tree
 from tests.packaging.container import Container, booted
 from tests.packaging.rootfs import RELEASES, ensure_host_tools, ensure_rootfs
 
 pytestmark = [pytest.mark.packaging, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 VIP = "192.168.160.249"
 ROUTE_ID = "litelb-192-168-160-249"
 NSX_PASSWORD = "Nsx-p4ss-never-logged"
@@ -113,55 +112,16 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 """
 
 
-def _build_deb(workdir: Path, tree: Path = REPO) -> Path:
-    outdir = workdir / "deb"
-    # lintian belongs to `make deb`; here only the package itself matters.
-    proc = subprocess.run(
-        [str(tree / "scripts/build-deb"), str(outdir)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LINTIAN": "0"},
-        timeout=900,
-    )
-    assert proc.returncode == 0, f"scripts/build-deb failed:\n{proc.stdout}\n{proc.stderr}"
-    debs = sorted(outdir.glob("litelb_*_all.deb"))
-    assert len(debs) == 1, debs
-    return debs[0]
-
-
-@pytest.fixture(scope="session")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (debootstrap, overlay mounts, systemd-nspawn)")
-    ensure_host_tools()
-    if shutil.which("systemd-nspawn") is None or shutil.which("debootstrap") is None:
-        pytest.skip(
-            "systemd-nspawn/debootstrap unavailable (apt-get install systemd-container debootstrap)"
-        )
-    prebuilt = os.environ.get("LITELB_DEB")
-    if prebuilt:
-        return Path(prebuilt).resolve()
-    return _build_deb(tmp_path_factory.mktemp("deb"))
-
-
 @pytest.fixture(scope="session")
 def upgrade_deb(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same tree as a later version (VERSION+upgradetest1), to test an upgrade."""
     workdir = tmp_path_factory.mktemp("upgrade")
-    tree = workdir / "tree"
-    shutil.copytree(
-        REPO,
-        tree,
-        symlinks=True,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv*", "out", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
-        ),
-    )
+    tree = copy_tree(workdir / "tree")
     init = tree / "litelb/__init__.py"
     text = init.read_text()
     version = re.search(r'__version__ = "([^"]+)"', text).group(1)  # type: ignore[union-attr]
     init.write_text(text.replace(f'"{version}"', f'"{version}+upgradetest1"'))
-    return _build_deb(workdir, tree)
+    return build("deb", workdir / "out", tree)
 
 
 def _wait_for(
@@ -265,6 +225,11 @@ class Machine:
 
 @pytest.fixture(scope="module", params=["bookworm", "trixie"])
 def machine(request: pytest.FixtureRequest, deb: Path) -> Iterator[Machine]:
+    ensure_host_tools()
+    if shutil.which("systemd-nspawn") is None or shutil.which("debootstrap") is None:
+        pytest.skip(
+            "systemd-nspawn/debootstrap unavailable (apt-get install systemd-container debootstrap)"
+        )
     release = RELEASES[request.param]
     rootfs = ensure_rootfs(release)
     with booted(rootfs, keep=os.environ.get("LITELB_TEST_KEEP") == "1") as c:

@@ -11,18 +11,17 @@ systemd macros call, is a stub there that records its arguments.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.packaging.builds import build, copy_tree
 from tests.packaging.rootfs import RELEASES, ROOT_ENV, ensure_rootfs
 
 pytestmark = [pytest.mark.packaging]
 
-REPO = Path(__file__).resolve().parents[2]
 HELPER = "usr/lib/systemd/systemd-update-helper"
 HELPER_LOG = "var/log/systemd-update-helper.log"
 EDITED = "# edited by the operator\n"
@@ -34,50 +33,14 @@ def _rpm(*args: str) -> str:
     ).stdout
 
 
-def _build(tree: Path, outdir: Path, release: str) -> Path:
-    proc = subprocess.run(
-        [str(tree / "scripts/build-rpm"), str(outdir)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RELEASE": release},
-        timeout=900,
-    )
-    assert proc.returncode == 0, f"scripts/build-rpm failed:\n{proc.stdout}\n{proc.stderr}"
-    rpms = sorted(outdir.glob(f"litelb-*-{release}.noarch.rpm"))
-    assert len(rpms) == 1, rpms
-    return rpms[0]
-
-
-@pytest.fixture(scope="module")
-def rpm_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("rpm") is None and os.geteuid() == 0:
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "rpm"],
-            capture_output=True,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            timeout=600,
-        )
-    if shutil.which("rpm") is None:
-        pytest.skip("rpm is not installed (apt-get install rpm)")
-    return _build(REPO, tmp_path_factory.mktemp("rpm"), "1")
-
-
 @pytest.fixture(scope="module")
 def next_rpm(rpm_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The next build (release 2), whose packaged configuration changed too."""
     workdir = tmp_path_factory.mktemp("rpm-next")
-    tree = workdir / "tree"
-    shutil.copytree(
-        REPO,
-        tree,
-        symlinks=True,
-        ignore=shutil.ignore_patterns(
-            ".git", ".venv*", "out", "build", "dist", "*.egg-info", "__pycache__", ".*_cache"
-        ),
-    )
+    tree = copy_tree(workdir / "tree")
     with open(tree / "etc/litelb.toml", "a") as f:
         f.write("# a new comment in release 2\n")
-    return _build(tree, workdir / "out", "2")
+    return build("rpm", workdir / "out", tree, release="2")
 
 
 @pytest.fixture
