@@ -5,7 +5,8 @@ whose package list changed is extended with apt or rebuilt. Callers never write
 into a cached root: the install test boots an overlay of it, the Python 3.9 run
 keeps its virtualenv next to it.
 
-    python3 -m tests.packaging.rootfs NAME    # builds NAME if needed, prints its path
+    python3 -m tests.packaging.rootfs NAME...   # builds them (in parallel) if needed,
+                                                # prints their paths
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -227,15 +229,21 @@ def ensure_rootfs(release: Release, log: Optional[Path] = None) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in RELEASES:
-        print(f"usage: python3 -m tests.packaging.rootfs {{{','.join(RELEASES)}}}", file=sys.stderr)
+    if not argv or any(name not in RELEASES for name in argv):
+        names = " ".join(RELEASES)
+        print(f"usage: python3 -m tests.packaging.rootfs NAME... (of {names})", file=sys.stderr)
         return 2
-    try:
-        print(ensure_rootfs(RELEASES[argv[0]]))
-    except RootfsError as e:
-        print(f"rootfs: {e}", file=sys.stderr)
-        return 1
-    return 0
+    # debootstrap mostly waits for downloads and dpkg: the roots build side by side.
+    with ThreadPoolExecutor(len(argv)) as pool:
+        futures = [pool.submit(ensure_rootfs, RELEASES[name]) for name in argv]
+    failed = 0
+    for future in futures:
+        try:
+            print(future.result())
+        except RootfsError as e:
+            print(f"rootfs: {e}", file=sys.stderr)
+            failed = 1
+    return failed
 
 
 if __name__ == "__main__":
