@@ -1,11 +1,11 @@
-"""A throw-away Debian 12 machine booted by a real systemd, for the package install test.
+"""A throw-away Debian machine booted by a real systemd, for the package install test.
 
 The package's promises (the unit starts, `Type=notify` and the watchdog work under
 the hardening, `apt purge` cleans up) only show under a real systemd as PID 1, so
 the test boots one with `systemd-nspawn` instead of mocking systemctl:
 
-- a minimal Debian 12 root (debootstrap, with litelb's runtime dependencies so the
-  .deb installs offline) is cached under /var/cache/litelb-test/ and reused;
+- a minimal Debian root per release (tests/packaging/rootfs.py: debootstrap, with
+  litelb's runtime dependencies so the .deb installs offline) is cached and reused;
 - every test gets its own copy-on-write overlay of it, so the cache stays pristine;
 - the container is booted with `--keep-unit --register=no` (there is no host systemd
   or machined here) and driven with `nsenter -t <its PID 1> -a ...`.
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
-import hashlib
 import os
 import shutil
 import signal
@@ -27,160 +25,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Optional
 
-SUITE = "bookworm"
-# Everything litelb's .deb depends on is put into the cached root, so installing the
-# package needs no network and no `apt-get update` inside the container.
-# python3-cryptography: tests/pki.py, which the fake kube-apiserver uses.
-# python3-cffi-backend: debootstrap does not resolve virtual packages, and
-# python3-cryptography depends on python3-cffi-backend-api-{min,max}, which it provides.
-ROOTFS_PACKAGES = (
-    "systemd",
-    "systemd-sysv",
-    "dbus",
-    "python3",
-    "iproute2",
-    "python3-kubernetes",
-    "python3-requests",
-    "python3-pyroute2",
-    "python3-systemd",
-    "python3-prometheus-client",
-    "python3-cryptography",
-    "python3-cffi-backend",
-    # /bin/kill, which the unit's ExecReload names; the .deb depends on it.
-    "procps",
-)
-# Imports that prove the cached root is complete (a half-finished debootstrap, or a
-# cache from an older package list, is rebuilt).
-ROOTFS_PROBE = (
-    "import kubernetes, requests, pyroute2, systemd.daemon, prometheus_client, cryptography"
-)
-
-CACHE_DIR = Path(os.environ.get("LITELB_TEST_CACHE", "/var/cache/litelb-test"))
-STAMP = ".litelb-rootfs"
-DEFAULT_MIRROR = "http://deb.debian.org/debian/"
-# The container's PATH is not inherited from the host's environment (which may name
-# a venv that does not exist inside).
-CONTAINER_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "LANG": "C.UTF-8",
-    "HOME": "/root",
-    "SYSTEMD_PAGER": "",
-    "SYSTEMD_COLORS": "0",
-}
+from tests.packaging.rootfs import ROOT_ENV
 
 
 class ContainerError(RuntimeError):
     pass
-
-
-def missing_tools() -> list[str]:
-    return [t for t in ("systemd-nspawn", "nsenter", "debootstrap") if shutil.which(t) is None]
-
-
-def debian_mirror() -> str:
-    """The Debian mirror apt on this host already uses (CI may sit behind its own)."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(
-            [
-                "apt-get",
-                "indextargets",
-                "--format",
-                "$(REPO_URI)",
-                f"Codename: {SUITE}",
-                "Identifier: Packages",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.split()
-        # Security and updates repositories share the codename prefix but not the layout.
-        for uri in out:
-            if "security" not in uri:
-                return uri
-    return DEFAULT_MIRROR
-
-
-def _rootfs_key() -> str:
-    return hashlib.sha256(f"{SUITE} {' '.join(ROOTFS_PACKAGES)}".encode()).hexdigest()[:16]
-
-
-def rootfs_ok(root: Path) -> bool:
-    stamp = root / STAMP
-    if not stamp.is_file() or stamp.read_text().strip() != _rootfs_key():
-        return False
-    if not (root / "usr/lib/systemd/systemd").exists():
-        return False
-    probe = subprocess.run(
-        ["chroot", str(root), "/usr/bin/python3", "-c", ROOTFS_PROBE],
-        capture_output=True,
-        env=CONTAINER_ENV,
-        timeout=60,
-    )
-    return probe.returncode == 0
-
-
-def _extend_rootfs(root: Path, log: Optional[Path]) -> bool:
-    """Install what a changed ROOTFS_PACKAGES added into an intact cached root.
-
-    Cheaper than a new debootstrap (minutes); any failure means a full rebuild.
-    """
-    if not (root / "usr/lib/systemd/systemd").exists() or not (root / "usr/bin/apt-get").exists():
-        return False
-    env = {**CONTAINER_ENV, "DEBIAN_FRONTEND": "noninteractive"}
-    with open(log or os.devnull, "ab") as out:
-        for cmd in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *ROOTFS_PACKAGES],
-            ["apt-get", "clean"],
-        ):
-            proc = subprocess.run(
-                ["chroot", str(root), *cmd],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                timeout=900,
-            )
-            if proc.returncode != 0:
-                return False
-    (root / STAMP).write_text(_rootfs_key() + "\n")
-    return rootfs_ok(root)
-
-
-def ensure_rootfs(log: Optional[Path] = None) -> Path:
-    """The cached Debian 12 root, built with debootstrap when missing or broken."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    root = CACHE_DIR / f"{SUITE}-rootfs"
-    # A lock, because two test runs on one machine must not debootstrap into each other.
-    with open(CACHE_DIR / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if root.is_dir() and rootfs_ok(root):
-            return root
-        if root.is_dir() and _extend_rootfs(root, log):
-            return root
-        tmp = CACHE_DIR / f"{SUITE}-rootfs.tmp"
-        for stale in (root, tmp):
-            if stale.exists():
-                shutil.rmtree(stale)
-        cmd = [
-            "debootstrap",
-            "--variant=minbase",
-            "--include=" + ",".join(ROOTFS_PACKAGES),
-            SUITE,
-            str(tmp),
-            debian_mirror(),
-        ]
-        with open(log or os.devnull, "ab") as out:
-            proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=1200)
-        if proc.returncode != 0:
-            raise ContainerError(f"debootstrap failed ({proc.returncode}); see {log}")
-        # The downloaded .debs are a second copy of the root's size: not worth caching.
-        for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):
-            deb.unlink()
-        (tmp / STAMP).write_text(_rootfs_key() + "\n")
-        tmp.rename(root)
-        if not rootfs_ok(root):
-            raise ContainerError(f"freshly built {root} fails its probe: {ROOTFS_PROBE}")
-        return root
 
 
 def _die_with_parent() -> None:
@@ -335,7 +184,7 @@ class Container:
             text=True,
             timeout=timeout,
             input=input,
-            env=CONTAINER_ENV,
+            env=ROOT_ENV,
             stdin=None if input is not None else subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
