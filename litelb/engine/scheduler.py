@@ -180,18 +180,18 @@ class Engine:
         while not self._stop.is_set():
             self._progress = self._clock()
             now = self._clock()
-            if self._wake.is_set():
+            if not self._wake.is_set():
+                wait = min(self.schedule.due() - now, HEARTBEAT)
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+            else:
                 wait = self.schedule.earliest() - now
                 if wait > 0:
                     self._stop.wait(min(wait, HEARTBEAT))
                     continue
-            else:
-                wait = min(self.schedule.due() - now, HEARTBEAT)
-                if wait > 0:
-                    if self._wake.wait(wait):
-                        # Let the rest of a burst arrive, then take it all in one pass.
-                        self._stop.wait(self._coalesce)
-                    continue
+                # Let the rest of a burst arrive, then take it all in one pass.
+                self._stop.wait(self._coalesce)
             if self._stop.is_set():
                 break
             self._wake.clear()

@@ -6,6 +6,8 @@ revision), so each test checks the state of the world, not the calls made.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
@@ -35,9 +37,11 @@ class MemoryNsx:
         self.reads = 0
         self.fail: Optional[Exception] = None
         self.before_put: Optional[Callable[[], None]] = None
+        self.read_time = 0.0
 
     def get_route(self) -> Optional[Route]:
         self.reads += 1
+        time.sleep(self.read_time)
         if self.fail is not None:
             raise self.fail
         return replace(self.route, revision=self.revision) if self.route else None
@@ -88,7 +92,7 @@ def nsx() -> MemoryNsx:
     return MemoryNsx()
 
 
-def engine(nsx: MemoryNsx, clock: Clock, node: str = A, **kwargs: Any) -> Engine:
+def config(node: str) -> Config:
     cfg = Config(
         vip=VipConfig("192.168.160.249"),
         nsx=NsxConfig(
@@ -96,7 +100,11 @@ def engine(nsx: MemoryNsx, clock: Clock, node: str = A, **kwargs: Any) -> Engine
         ),
         coordination=CoordinationConfig(),
     )
-    cfg = replace(cfg, kubernetes=replace(cfg.kubernetes, node_address=node))
+    return replace(cfg, kubernetes=replace(cfg.kubernetes, node_address=node))
+
+
+def engine(nsx: MemoryNsx, clock: Clock, node: str = A, **kwargs: Any) -> Engine:
+    cfg = config(node)
     return Engine(
         cfg,
         nsx,
@@ -299,3 +307,30 @@ def test_stall_limit_covers_one_call_over_every_manager() -> None:
     assert stall_limit(35.0, 2) >= 2 * 2 * 35.0 + HEARTBEAT
     assert stall_limit(300.0, 3) >= 3 * 2 * 300.0
     assert stall_limit(1.0, 1) == MIN_STALL_LIMIT
+
+
+def test_the_worker_coalesces_a_burst_of_kicks_into_few_passes(nsx: MemoryNsx) -> None:
+    nsx.someone_writes(A, (A, B, C))
+    nsx.read_time = 0.02  # kicks also arrive while a pass runs
+    e = Engine(
+        replace(config(B), nsx=replace(config(B).nsx, resync_interval=3600.0)),
+        nsx,
+        metrics=Metrics(),
+        local_addresses=frozenset,
+        coalesce=0.1,
+    )
+    e.set_snapshot(snapshot(A, B, C))
+    worker = threading.Thread(target=e.run, daemon=True)
+    worker.start()
+    try:
+        for i in range(100):  # a change every 5 ms for half a second
+            e.set_snapshot(snapshot(A, B, C) if i % 2 else snapshot(A, B))
+            time.sleep(0.005)
+        time.sleep(0.3)
+    finally:
+        e.stop(handover=False)
+        worker.join(5)
+    assert not worker.is_alive()
+    # One pass per coalescing window at most, not one per kick (plus start and end).
+    assert nsx.reads <= 0.8 / 0.1 + 2, nsx.reads
+    assert nsx.writes == [], "a follower never writes"
