@@ -26,9 +26,17 @@ from litelb.adapters.probe import Prober, tls_context
 from litelb.adapters.systemd import Notifier
 from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config, ConfigError, load
-from litelb.engine import Engine, iso, stall_limit
+from litelb.engine import Engine, stall_limit
 from litelb.metrics import Metrics
 from litelb.probeloop import ProbeLoop
+from litelb.status import (
+    DaemonStatus,
+    EndpointStatus,
+    KubernetesStatus,
+    NsxStatus,
+    RouteStatus,
+    VipStatus,
+)
 
 log = logging.getLogger("litelb")
 
@@ -193,46 +201,40 @@ class Daemon:
         now = time.monotonic()
         return all(w.thread.is_alive() and now - w.progress() < w.stall_after for w in self.workers)
 
-    def status(self) -> dict:
+    def status(self) -> DaemonStatus:
         s = self.engine.status
         cfg = self.cfg
         probes = {
             a: r.detail for a, r in (self.probes.last_results() if self.probes else {}).items()
         }
-        return {
-            "version": __version__,
-            "node": s.node,
-            "leader": s.is_leader,
-            "leader_identity": s.leader,
-            "reason": s.reason.value,
-            "vip": {
-                "address": cfg.vip.address,
-                "interface": cfg.vip.interface,
-                "managed": cfg.vip.manage,
-                "present": self.vip_present,
-            },
-            "endpoints": [
-                {"address": a, "ready": r, "healthy": h, "probe": probes.get(a)}
-                for a, r, h in s.endpoints
-            ],
-            "route": {
-                "path": cfg.nsx.route_path,
-                "next_hops": list(s.next_hops),
-                "desired_next_hops": list(s.desired_hops),
-                # Healthy API servers beyond NSX's limit of next hops per route.
-                "left_out_next_hops": list(s.left_out),
-                "in_sync": s.in_sync,
-                "last_sync": iso(s.last_sync),
-                "last_error": s.last_error,
-            },
-            "nsx": {"manager": self.nsx.manager, "reachable": self.nsx.reachable},
-            "kubernetes": {
-                "server": self.kube.server if self.kube else None,
-                "waiting_for": self.waiting_for,
-                "synced": bool(self.watcher and self.watcher.synced.is_set()),
-                "last_error": self.watcher.last_error if self.watcher else None,
-            },
-        }
+        return DaemonStatus(
+            version=__version__,
+            node=s.node,
+            leader=s.is_leader,
+            leader_identity=s.leader,
+            reason=s.reason.value,
+            vip=VipStatus(cfg.vip.address, cfg.vip.interface, cfg.vip.manage, self.vip_present),
+            endpoints=tuple(
+                EndpointStatus(e.address, e.ready, e.healthy, probes.get(e.address))
+                for e in s.endpoints
+            ),
+            route=RouteStatus(
+                path=cfg.nsx.route_path,
+                next_hops=s.next_hops,
+                desired_next_hops=s.desired_hops,
+                left_out_next_hops=s.left_out,
+                in_sync=s.in_sync,
+                last_sync=s.last_sync,
+                last_error=s.last_error,
+            ),
+            nsx=NsxStatus(self.nsx.manager, self.nsx.reachable),
+            kubernetes=KubernetesStatus(
+                server=self.kube.server if self.kube else None,
+                waiting_for=self.waiting_for,
+                synced=bool(self.watcher and self.watcher.synced.is_set()),
+                last_error=self.watcher.last_error if self.watcher else None,
+            ),
+        )
 
     # -- the main loop -------------------------------------------------------------
 

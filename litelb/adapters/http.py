@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from litelb.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from litelb.metrics import Metrics
+from litelb.status import DaemonStatus, status_json
 
 log = logging.getLogger("litelb.http")
 
@@ -108,7 +109,7 @@ class StatusServer:
         self,
         listen: str,
         *,
-        status: Callable[[], dict],
+        status: Callable[[], DaemonStatus],
         healthy: Callable[[], bool],
         metrics: Metrics,
     ) -> None:
@@ -160,7 +161,7 @@ class StatusServer:
             return (200, _TEXT, b"ok\n") if ok else (503, _TEXT, b"unhealthy\n")
         if path == "/status":
             try:
-                text = json.dumps(self._status(), default=str)
+                text = json.dumps(status_json(self._status()))
             except Exception:
                 log.exception("building /status failed")
                 return 500, _TEXT, b"internal error, see the daemon's log\n"

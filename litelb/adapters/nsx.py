@@ -27,6 +27,7 @@ from requests.adapters import HTTPAdapter
 from litelb.adapters.nsx_auth import Auth, auth_for
 from litelb.backoff import AUTH_RETRY, Backoff, BackoffPolicy
 from litelb.config import NsxConfig
+from litelb.engine.store import RouteStoreAuthError, RouteStoreConflictError, RouteStoreError
 from litelb.model import Route, Tag, ip_sort_key
 
 log = logging.getLogger("litelb.nsx")
@@ -51,7 +52,7 @@ _MAX_DETAIL = 300
 MAX_BODY = 1 << 20
 
 
-class NsxError(Exception):
+class NsxError(RouteStoreError):
     """An NSX request that did not do what was asked; str() is one actionable line."""
 
     def __init__(
@@ -77,8 +78,7 @@ class NsxError(Exception):
         self.hint = hint
         self.attempts = attempts
         self.summary = summary
-        self.retry_after = retry_after  # seconds NSX asked us to wait, if it said
-        super().__init__(self._line())
+        super().__init__(self._line(), retry_after=retry_after)
 
     @property
     def path(self) -> str:
@@ -118,11 +118,11 @@ class NsxError(Exception):
         )
 
 
-class NsxAuthError(NsxError):
+class NsxAuthError(NsxError, RouteStoreAuthError):
     """NSX rejected the credentials (401/403); litelb waits before it tries again."""
 
 
-class NsxConflictError(NsxError):
+class NsxConflictError(NsxError, RouteStoreConflictError):
     """Someone else wrote the object since it was read: re-read and re-decide."""
 
 
@@ -261,7 +261,7 @@ def _same_network(a: str, b: str) -> bool:
         return a == b
 
 
-def holds(read: Route, written: Route, route_id: str) -> bool:
+def read_back_matches(read: Route, written: Route, route_id: str) -> bool:
     """Whether NSX's `read` route is the `written` one (order of hops and tags aside)."""
     return (
         _same_network(read.network, written.network)
@@ -532,7 +532,7 @@ class NsxClient:
         if resp.status_code not in (200, 201, 204):
             raise self._error(resp)
         read = self.get_route()
-        if read is None or not holds(read, route, self._cfg.route_id):
+        if read is None or not read_back_matches(read, route, self._cfg.route_id):
             m = self._managers[self._current]
             found = "no route" if read is None else f"next hops {', '.join(read.next_hops)}"
             raise NsxError(

@@ -6,18 +6,21 @@ revision), so each test checks the state of the world, not the calls made.
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
 import pytest
 
-from litelb.adapters.nsx import NsxAuthError, NsxConflictError, NsxError
 from litelb.backoff import AUTH_RETRY
 from litelb.config import Config, CoordinationConfig, NsxConfig, VipConfig
+from litelb.core.decide import Decision
 from litelb.core.health import Health
-from litelb.engine import HEARTBEAT, MIN_STALL_LIMIT, Engine, stall_limit
+from litelb.engine import HEARTBEAT, MIN_STALL_LIMIT, Engine, Result, Schedule, stall_limit
+from litelb.engine.store import RouteStoreAuthError, RouteStoreConflictError, RouteStoreError
 from litelb.metrics import Metrics
-from litelb.model import Endpoint, EndpointSnapshot, Reason, Route, Tag
+from litelb.model import Action, Endpoint, EndpointSnapshot, Reason, Route, Tag
 
 A, B, C = "10.20.4.2", "10.20.4.3", "10.20.4.4"
 PATH = "/infra/tier-1s/t1/static-routes/litelb-192-168-160-249"
@@ -34,9 +37,11 @@ class MemoryNsx:
         self.reads = 0
         self.fail: Optional[Exception] = None
         self.before_put: Optional[Callable[[], None]] = None
+        self.read_time = 0.0
 
     def get_route(self) -> Optional[Route]:
         self.reads += 1
+        time.sleep(self.read_time)
         if self.fail is not None:
             raise self.fail
         return replace(self.route, revision=self.revision) if self.route else None
@@ -47,7 +52,7 @@ class MemoryNsx:
             hook, self.before_put = self.before_put, None
             hook()
         if revision != (self.revision if self.route else None):
-            raise NsxConflictError("PUT", self.manager + PATH, 412, 604, "modified by someone")
+            raise RouteStoreConflictError("PUT answered 412: modified by someone")
         self.route, self.revision = replace(route, revision=None), self.revision + 1
         self.writes.append(self.route)
         return replace(route, revision=self.revision)
@@ -87,7 +92,7 @@ def nsx() -> MemoryNsx:
     return MemoryNsx()
 
 
-def engine(nsx: MemoryNsx, clock: Clock, node: str = A, **kwargs: Any) -> Engine:
+def config(node: str) -> Config:
     cfg = Config(
         vip=VipConfig("192.168.160.249"),
         nsx=NsxConfig(
@@ -95,7 +100,11 @@ def engine(nsx: MemoryNsx, clock: Clock, node: str = A, **kwargs: Any) -> Engine
         ),
         coordination=CoordinationConfig(),
     )
-    cfg = replace(cfg, kubernetes=replace(cfg.kubernetes, node_address=node))
+    return replace(cfg, kubernetes=replace(cfg.kubernetes, node_address=node))
+
+
+def engine(nsx: MemoryNsx, clock: Clock, node: str = A, **kwargs: Any) -> Engine:
+    cfg = config(node)
     return Engine(
         cfg,
         nsx,
@@ -108,17 +117,17 @@ def engine(nsx: MemoryNsx, clock: Clock, node: str = A, **kwargs: Any) -> Engine
 
 def test_nothing_is_written_before_the_first_list(nsx: MemoryNsx, clock: Clock) -> None:
     e = engine(nsx, clock)
-    assert e.reconcile().reason is Reason.NOT_SYNCED
+    assert e.reconcile().decision.reason is Reason.NOT_SYNCED
     assert nsx.reads == 0 and nsx.writes == []
 
 
 def test_creates_then_stays_quiet(nsx: MemoryNsx, clock: Clock) -> None:
     e = engine(nsx, clock)
     e.set_snapshot(snapshot(A, B, C))
-    assert e.reconcile().reason is Reason.CREATE
+    assert e.reconcile().decision.reason is Reason.CREATE
     assert nsx.route is not None and nsx.route.next_hops == (A, B, C)
     clock.now += 61
-    assert e.reconcile().reason is Reason.IN_SYNC
+    assert e.reconcile().decision.reason is Reason.IN_SYNC
     assert len(nsx.writes) == 1
     status = e.status
     assert status.is_leader and status.in_sync and status.last_sync == 1.8e9
@@ -128,7 +137,7 @@ def test_lost_race_is_reread_and_followed(nsx: MemoryNsx, clock: Clock) -> None:
     e = engine(nsx, clock)
     e.set_snapshot(snapshot(A, B, C))
     nsx.before_put = lambda: nsx.someone_writes(B, (B, C))
-    decision = e.reconcile()
+    decision = e.reconcile().decision
     assert decision.reason is Reason.NOT_LEADER
     assert nsx.route is not None and nsx.route.leader == B, "the winner's route stands"
     assert e.status.leader == B and not e.status.is_leader
@@ -137,25 +146,52 @@ def test_lost_race_is_reread_and_followed(nsx: MemoryNsx, clock: Clock) -> None:
 def test_auth_failure_waits_a_minute(nsx: MemoryNsx, clock: Clock) -> None:
     e = engine(nsx, clock)
     e.set_snapshot(snapshot(A, B))
-    nsx.fail = NsxAuthError("GET", "https://nsx.test" + PATH, 403, 403, "credentials incorrect")
+    nsx.fail = RouteStoreAuthError("GET answered 403: credentials incorrect")
     e.reconcile()
     assert "credentials incorrect" in (e.status.last_error or "")
-    assert e._next_deadline() == pytest.approx(clock.now + AUTH_RETRY)
+    assert e.schedule.due() == pytest.approx(clock.now + AUTH_RETRY)
     assert not e.status.in_sync
 
 
-def test_burst_writes_are_spaced(nsx: MemoryNsx, clock: Clock) -> None:
+def test_writes_are_spaced_by_the_schedule(nsx: MemoryNsx, clock: Clock) -> None:
     e = engine(nsx, clock)
     e.set_snapshot(snapshot(A, B, C))
-    e.reconcile()
-    clock.now += 0.1
-    e.set_snapshot(snapshot(A, B))
-    deferred = e.reconcile()
-    assert len(nsx.writes) == 1, "second write waits for the spacing"
-    assert deferred.recheck_at == pytest.approx(clock.now - 0.1 + 0.6)
-    clock.now += 0.6
-    e.reconcile()
-    assert nsx.route is not None and nsx.route.next_hops == (A, B)
+    start = clock.now
+    assert e.reconcile().wrote
+    assert e.schedule.earliest() == pytest.approx(start + 0.6), "a change waits for the spacing"
+    clock.now += 61
+    assert not e.reconcile().wrote
+    assert e.schedule.earliest() == pytest.approx(start + 0.6), "a pass without a write"
+    assert e.schedule.due() == pytest.approx(clock.now + 60), "the resync"
+
+
+def ok(requeue_after: Optional[float] = None, wrote: bool = False) -> Result:
+    return Result(Decision(Action.NOOP, Reason.IN_SYNC), requeue_after=requeue_after, wrote=wrote)
+
+
+def failed(retry_after: Optional[float] = None, at_least: float = 0.0) -> Result:
+    return Result(
+        Decision(Action.NOOP, Reason.NOT_SYNCED),
+        error="NSX said no",
+        retry_after=retry_after,
+        wait_at_least=at_least,
+    )
+
+
+def test_schedule() -> None:
+    times = {"resync_interval": 60.0, "write_spacing": 0.6, "random": lambda: 0.0}
+    s = Schedule().after(ok(wrote=True), 100.0, **times)
+    assert (s.due(), s.earliest()) == (160.0, 100.6)
+    s = s.after(ok(requeue_after=2.0), 101.0, **times)
+    assert (s.due(), s.earliest()) == (103.0, 100.6)
+    s = s.after(failed(), 102.0, **times)
+    assert (s.due(), s.earliest()) == (102.5, 102.5), "after a failure the backoff decides"
+    s = s.after(failed(retry_after=5.0), 103.0, **times)
+    assert s.due() == 108.0 and s.backoff.failures == 2
+    s = s.after(failed(at_least=60.0), 108.0, **times)
+    assert s.due() == 168.0
+    s = s.after(ok(), 170.0, **times)
+    assert (s.due(), s.earliest(), s.backoff.failures) == (230.0, 100.6, 0)
 
 
 def test_unhealthy_hop_withdrawn_and_fail_static(nsx: MemoryNsx, clock: Clock) -> None:
@@ -168,7 +204,7 @@ def test_unhealthy_hop_withdrawn_and_fail_static(nsx: MemoryNsx, clock: Clock) -
     assert nsx.route is not None and nsx.route.next_hops == (A, B)
     clock.now += 1
     e.set_snapshot(snapshot())
-    assert e.reconcile().reason is Reason.NO_HEALTHY_ENDPOINTS
+    assert e.reconcile().decision.reason is Reason.NO_HEALTHY_ENDPOINTS
     assert nsx.route.next_hops == (A, B)
 
 
@@ -177,7 +213,7 @@ def test_stopping_leader_hands_over(nsx: MemoryNsx, clock: Clock) -> None:
     e.set_snapshot(snapshot(A, B, C))
     e.reconcile()
     clock.now += 1
-    assert e.reconcile(stopping=True).reason is Reason.HANDOVER
+    assert e.reconcile(stopping=True).decision.reason is Reason.HANDOVER
     assert nsx.route is not None and nsx.route.leader == B
     assert nsx.route.next_hops == (A, B, C)
 
@@ -186,12 +222,13 @@ def test_follower_takes_over_a_dead_leader(nsx: MemoryNsx, clock: Clock) -> None
     nsx.someone_writes(A, (A, B, C))
     e = engine(nsx, clock, node=B)
     e.set_snapshot(snapshot(A, B, C))
-    assert e.reconcile().reason is Reason.NOT_LEADER
+    assert e.reconcile().decision.reason is Reason.NOT_LEADER
     e.set_health({A: Health(healthy=False), B: Health(), C: Health()})
     first = e.reconcile()
-    assert first.reason is Reason.NOT_LEADER and first.recheck_at == clock.now + 1.0
+    assert first.decision.reason is Reason.NOT_LEADER and first.requeue_after == 1.0
+    assert e.schedule.due() == clock.now + 1.0
     clock.now += 1.0
-    assert e.reconcile().reason is Reason.TAKEOVER
+    assert e.reconcile().decision.reason is Reason.TAKEOVER
     assert nsx.route is not None and nsx.route.leader == B and nsx.route.next_hops == (B, C)
 
 
@@ -199,20 +236,20 @@ def retry_delays(e: Engine, clock: Clock, passes: int) -> list[float]:
     delays = []
     for _ in range(passes):
         e.reconcile()
-        delays.append(e._next_deadline() - clock.now)
-        clock.now = e._next_deadline()
+        delays.append(e.schedule.due() - clock.now)
+        clock.now = e.schedule.due()
     return delays
 
 
 def test_failing_nsx_is_retried_with_backoff_not_in_a_loop(nsx: MemoryNsx, clock: Clock) -> None:
     e = engine(nsx, clock, random=lambda: 0.999999)
     e.set_snapshot(snapshot(A, B))
-    nsx.fail = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy")
+    nsx.fail = RouteStoreError("GET answered 503: busy")
     delays = retry_delays(e, clock, 8)
     assert delays == pytest.approx([1, 2, 4, 8, 16, 30, 30, 30], rel=1e-4)
     nsx.fail = None
     e.reconcile()
-    nsx.fail = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy")
+    nsx.fail = RouteStoreError("GET answered 503: busy")
     assert retry_delays(e, clock, 1) == pytest.approx([1.0], rel=1e-4), "a success resets"
 
 
@@ -221,16 +258,16 @@ def test_retry_after_is_capped_and_does_not_restart_the_backoff(
 ) -> None:
     e = engine(nsx, clock, random=lambda: 0.0)
     e.set_snapshot(snapshot(A, B))
-    busy = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy", retry_after=3600.0)
+    busy = RouteStoreError("GET answered 503: busy", retry_after=3600.0)
     nsx.fail = busy
     assert retry_delays(e, clock, 1) == [30.0]
-    nsx.fail = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy")
+    nsx.fail = RouteStoreError("GET answered 503: busy")
     e2 = engine(nsx, clock, random=lambda: 0.999999)
     e2.set_snapshot(snapshot(A, B))
     nsx.fail = busy
     e2.reconcile()
-    clock.now = e2._next_deadline()
-    nsx.fail = NsxError("GET", "https://nsx.test" + PATH, 503, 103, "busy")
+    clock.now = e2.schedule.due()
+    nsx.fail = RouteStoreError("GET answered 503: busy")
     # The third failure in a row: up to 4 s, not the first failure's 1 s again.
     assert retry_delays(e2, clock, 2) == pytest.approx([2.0, 4.0], rel=1e-4)
 
@@ -243,14 +280,14 @@ def test_a_bug_in_a_pass_is_counted_and_retried_not_fatal(
     e.set_snapshot(snapshot(A, B))
     nsx.fail = AttributeError("'str' object has no attribute 'get'")
     for _ in range(3):
-        assert e.reconcile().action.value == "noop"
-        clock.now = e._next_deadline()
+        assert e.reconcile().decision.action.value == "noop"
+        clock.now = e.schedule.due()
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1, "the traceback is logged once"
     assert "internal error: AttributeError" in (e.status.last_error or "")
     assert metrics.registry.get_sample_value("litelb_reconcile_errors_total") == 3
     nsx.fail = None
-    assert e.reconcile().reason is Reason.CREATE
+    assert e.reconcile().decision.reason is Reason.CREATE
     assert e.status.last_error is None
 
 
@@ -259,7 +296,7 @@ def test_foreign_route_is_reported_and_left_alone(nsx: MemoryNsx, clock: Clock) 
     nsx.revision = 4
     e = engine(nsx, clock)
     e.set_snapshot(snapshot(A, B))
-    assert e.reconcile().reason is Reason.FOREIGN_ROUTE
+    assert e.reconcile().decision.reason is Reason.FOREIGN_ROUTE
     assert nsx.writes == [] and nsx.route.next_hops == ("10.9.9.9",)
     assert "litelb/managed-by" in (e.status.last_error or "")
     assert not e.status.in_sync
@@ -270,3 +307,30 @@ def test_stall_limit_covers_one_call_over_every_manager() -> None:
     assert stall_limit(35.0, 2) >= 2 * 2 * 35.0 + HEARTBEAT
     assert stall_limit(300.0, 3) >= 3 * 2 * 300.0
     assert stall_limit(1.0, 1) == MIN_STALL_LIMIT
+
+
+def test_the_worker_coalesces_a_burst_of_kicks_into_few_passes(nsx: MemoryNsx) -> None:
+    nsx.someone_writes(A, (A, B, C))
+    nsx.read_time = 0.02  # kicks also arrive while a pass runs
+    e = Engine(
+        replace(config(B), nsx=replace(config(B).nsx, resync_interval=3600.0)),
+        nsx,
+        metrics=Metrics(),
+        local_addresses=frozenset,
+        coalesce=0.1,
+    )
+    e.set_snapshot(snapshot(A, B, C))
+    worker = threading.Thread(target=e.run, daemon=True)
+    worker.start()
+    try:
+        for i in range(100):  # a change every 5 ms for half a second
+            e.set_snapshot(snapshot(A, B, C) if i % 2 else snapshot(A, B))
+            time.sleep(0.005)
+        time.sleep(0.3)
+    finally:
+        e.stop(handover=False)
+        worker.join(5)
+    assert not worker.is_alive()
+    # One pass per coalescing window at most, not one per kick (plus start and end).
+    assert nsx.reads <= 0.8 / 0.1 + 2, nsx.reads
+    assert nsx.writes == [], "a follower never writes"

@@ -15,6 +15,37 @@ import pytest
 
 from litelb.adapters.http import StatusServer, StatusServerError, parse_listen
 from litelb.metrics import Metrics
+from litelb.status import (
+    DaemonStatus,
+    EndpointStatus,
+    KubernetesStatus,
+    NsxStatus,
+    RouteStatus,
+    VipStatus,
+)
+
+PATH = "/infra/tier-1s/cluster-router/static-routes/litelb-192-168-160-249"
+
+
+def a_status(
+    leader: bool = True, hops: tuple[str, ...] = ("10.20.4.2", "10.20.4.3")
+) -> DaemonStatus:
+    return DaemonStatus(
+        version="1.2.3",
+        node="10.20.4.2",
+        leader=leader,
+        leader_identity="10.20.4.2" if leader else "10.20.4.3",
+        reason="in-sync",
+        vip=VipStatus("192.168.160.249", "lo", True, True),
+        endpoints=(
+            EndpointStatus("10.20.4.2", True, True, "200 in 3 ms"),
+            EndpointStatus("10.20.4.3", True, False, "timeout after 1.0s"),
+        ),
+        route=RouteStatus(PATH, hops, hops, (), True, 1.7672256e9, None),
+        nsx=NsxStatus("https://nsx.example.com", True),
+        kubernetes=KubernetesStatus("https://10.20.4.2:6443", None, True, None),
+    )
+
 
 SPEC_METRICS = (
     "litelb_is_leader",
@@ -42,7 +73,7 @@ class Daemon:
     """What the server reads: changed by the tests while it serves."""
 
     healthy: bool = True
-    status: dict = field(default_factory=lambda: {"node": "10.20.4.2", "leader": True})
+    status: DaemonStatus = field(default_factory=a_status)
     metrics: Metrics = field(default_factory=Metrics)
 
 
@@ -100,7 +131,7 @@ def test_healthz_is_unhealthy_when_the_check_raises(daemon: Daemon) -> None:
     def broken() -> bool:
         raise RuntimeError("worker table corrupt")
 
-    srv = StatusServer("127.0.0.1:0", status=dict, healthy=broken, metrics=daemon.metrics)
+    srv = StatusServer("127.0.0.1:0", status=a_status, healthy=broken, metrics=daemon.metrics)
     host, port = srv.start()
     try:
         assert fetch(f"http://{host}:{port}/healthz").code == 503
@@ -113,10 +144,43 @@ def test_status_is_the_json_of_status(server: tuple[StatusServer, str], daemon: 
     r = fetch(base + "/status")
     assert r.code == 200
     assert r.content_type == "application/json"
-    assert json.loads(r.body) == {"node": "10.20.4.2", "leader": True}
+    assert json.loads(r.body) == {
+        "version": "1.2.3",
+        "node": "10.20.4.2",
+        "leader": True,
+        "leader_identity": "10.20.4.2",
+        "reason": "in-sync",
+        "vip": {"address": "192.168.160.249", "interface": "lo", "managed": True, "present": True},
+        "endpoints": [
+            {"address": "10.20.4.2", "ready": True, "healthy": True, "probe": "200 in 3 ms"},
+            {
+                "address": "10.20.4.3",
+                "ready": True,
+                "healthy": False,
+                "probe": "timeout after 1.0s",
+            },
+        ],
+        "route": {
+            "path": PATH,
+            "next_hops": ["10.20.4.2", "10.20.4.3"],
+            "desired_next_hops": ["10.20.4.2", "10.20.4.3"],
+            "left_out_next_hops": [],
+            "in_sync": True,
+            "last_sync": "2026-01-01T00:00:00Z",
+            "last_error": None,
+        },
+        "nsx": {"manager": "https://nsx.example.com", "reachable": True},
+        "kubernetes": {
+            "server": "https://10.20.4.2:6443",
+            "waiting_for": None,
+            "synced": True,
+            "last_error": None,
+        },
+    }
 
-    daemon.status = {"leader": False, "route": {"next_hops": ["10.20.4.3"]}}
-    assert json.loads(fetch(base + "/status").body) == daemon.status
+    daemon.status = a_status(leader=False, hops=("10.20.4.3",))
+    changed = json.loads(fetch(base + "/status").body)
+    assert changed["leader"] is False and changed["route"]["next_hops"] == ["10.20.4.3"]
 
 
 def test_metrics_has_every_spec_metric(server: tuple[StatusServer, str], daemon: Daemon) -> None:
@@ -187,7 +251,7 @@ def test_port_in_use_is_a_clear_error(daemon: Daemon) -> None:
         holder.listen()
         port = holder.getsockname()[1]
         srv = StatusServer(
-            f"127.0.0.1:{port}", status=dict, healthy=lambda: True, metrics=daemon.metrics
+            f"127.0.0.1:{port}", status=a_status, healthy=lambda: True, metrics=daemon.metrics
         )
         with pytest.raises(StatusServerError, match=f"127.0.0.1:{port}.*already in use"):
             srv.start()
@@ -195,7 +259,7 @@ def test_port_in_use_is_a_clear_error(daemon: Daemon) -> None:
 
 
 def test_stop_is_idempotent_quick_and_frees_the_port(daemon: Daemon) -> None:
-    srv = StatusServer("127.0.0.1:0", status=dict, healthy=lambda: True, metrics=daemon.metrics)
+    srv = StatusServer("127.0.0.1:0", status=a_status, healthy=lambda: True, metrics=daemon.metrics)
     srv.stop()
     host, port = srv.start()
     began = time.monotonic()
@@ -205,7 +269,7 @@ def test_stop_is_idempotent_quick_and_frees_the_port(daemon: Daemon) -> None:
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=2)
     again = StatusServer(
-        f"127.0.0.1:{port}", status=dict, healthy=lambda: True, metrics=daemon.metrics
+        f"127.0.0.1:{port}", status=a_status, healthy=lambda: True, metrics=daemon.metrics
     )
     assert again.start()[1] == port
     again.stop()
@@ -214,7 +278,7 @@ def test_stop_is_idempotent_quick_and_frees_the_port(daemon: Daemon) -> None:
 def test_ipv6_loopback(daemon: Daemon) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
-    srv = StatusServer("[::1]:0", status=dict, healthy=lambda: True, metrics=daemon.metrics)
+    srv = StatusServer("[::1]:0", status=a_status, healthy=lambda: True, metrics=daemon.metrics)
     try:
         host, port = srv.start()
     except StatusServerError as e:

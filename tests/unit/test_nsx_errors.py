@@ -16,8 +16,8 @@ from litelb.adapters.nsx import (
     NsxUnavailableError,
     Tier1Info,
     error_class,
-    holds,
     parse_error_body,
+    read_back_matches,
     retry_after,
     route_from_body,
     route_to_body,
@@ -217,14 +217,14 @@ def test_route_from_body_sorts_hops_keeps_tag_order_and_revision() -> None:
     assert route.plain_hops
     assert route.managed
     assert route.leader == "10.20.4.2"
-    assert holds(route, DESIRED, "litelb-192-168-160-249")
+    assert read_back_matches(route, DESIRED, "litelb-192-168-160-249")
 
 
 def test_route_round_trip() -> None:
     body = route_to_body(DESIRED, "r", 3)
     read = route_from_body(body)
     assert read.revision == 3
-    assert holds(read, DESIRED, "r")
+    assert read_back_matches(read, DESIRED, "r")
 
 
 @pytest.mark.parametrize(
@@ -240,15 +240,23 @@ def test_a_hop_litelb_never_writes_makes_the_route_differ(hop: dict) -> None:
     route = route_from_body(body)
     assert not route.plain_hops
     desired = Route(DESIRED.network, ("10.20.4.2", "10.20.4.3"), DESIRED.display_name, TAGS)
-    assert not holds(route, desired, "r")
+    assert not read_back_matches(route, desired, "r")
 
 
 def test_holds_notices_every_difference() -> None:
     read = route_from_body(nsx_body())
-    assert not holds(read, Route("192.168.160.250/32", DESIRED.next_hops, "litelb VIP", TAGS), "r")
-    assert not holds(read, Route(DESIRED.network, ("10.20.4.2",), "litelb VIP", TAGS), "r")
-    assert not holds(read, Route(DESIRED.network, DESIRED.next_hops, "other", TAGS), "r")
-    assert not holds(read, Route(DESIRED.network, DESIRED.next_hops, "litelb VIP", TAGS[:2]), "r")
+    assert not read_back_matches(
+        read, Route("192.168.160.250/32", DESIRED.next_hops, "litelb VIP", TAGS), "r"
+    )
+    assert not read_back_matches(
+        read, Route(DESIRED.network, ("10.20.4.2",), "litelb VIP", TAGS), "r"
+    )
+    assert not read_back_matches(
+        read, Route(DESIRED.network, DESIRED.next_hops, "other", TAGS), "r"
+    )
+    assert not read_back_matches(
+        read, Route(DESIRED.network, DESIRED.next_hops, "litelb VIP", TAGS[:2]), "r"
+    )
 
 
 def test_ipv6_hops_are_compared_in_canonical_form() -> None:
@@ -262,7 +270,7 @@ def test_ipv6_hops_are_compared_in_canonical_form() -> None:
     route = route_from_body(body)
     assert route.next_hops == ("2001:db8::9", "2001:db8::10")
     desired = Route("2001:db8::1/128", ("2001:db8::10", "2001:db8::9"), "litelb VIP", TAGS)
-    assert holds(route, desired, "r")
+    assert read_back_matches(route, desired, "r")
 
 
 def test_route_from_a_sparse_body() -> None:
