@@ -55,6 +55,7 @@ lint: $(VENV)/.stamp
 	$(SECTION)
 	$(VENV)/bin/ruff check litelb tests bench
 	$(VENV)/bin/ruff format --check litelb tests bench
+	$(VENV)/bin/lint-imports
 
 demo: $(VENV)/.stamp
 	$(PY) -m bench.demo
