@@ -1,4 +1,8 @@
-"""The `litelb` command: parses arguments, maps outcomes to exit codes (SPEC §3)."""
+"""The `litelb` command: parses arguments, maps outcomes to exit codes.
+
+Each command imports what only it needs when it runs, so `litelb status` and
+`litelb version` stay small and `litelb run` carries nothing of check or cleanup.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,6 @@ import argparse
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
-from importlib import resources
 from typing import Optional
 
 from litelb import __version__
@@ -70,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def rbac_yaml() -> str:
+    from importlib import resources
+
     return resources.files("litelb").joinpath("rbac.yaml").read_text(encoding="utf-8")
 
 
@@ -109,6 +112,9 @@ def status_url(metrics: MetricsConfig) -> str:
 
 
 def fetch_status(metrics: MetricsConfig, timeout: float = 3.0) -> dict:
+    import urllib.error
+    import urllib.request
+
     if not metrics.enabled:
         raise OSError("metrics.listen is empty, so the daemon serves no /status")
     url = status_url(metrics)

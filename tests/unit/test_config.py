@@ -373,7 +373,13 @@ ERRORS = [
     ({"health.timeout": "61"}, "health.timeout", "from 0.1 to 60 seconds"),
     ({"health.fall": "0"}, "health.fall", "must be from 1 to 100, not 0"),
     ({"health.rise": "101"}, "health.rise", "must be from 1 to 100, not 101"),
-    ({"health.rise": "-9223372036854775808"}, "health.rise", "must be from 1 to 100"),
+    ({"health.rise": "-9223372036854775808"}, "health.rise", "not -922… (19 digits)"),
+    # Found by the property tests: an OverflowError before.
+    (
+        {"coordination.takeover_after": "1" + "0" * 400},
+        "coordination.takeover_after",
+        "(401 digits)",
+    ),
     ({"health.rise": "1.5"}, "health.rise", "must be an integer, not a float"),
     ({"health.rise": "true"}, "health.rise", "must be an integer, not a boolean"),
     ({"nsx.managers": None}, "nsx.managers", "is required"),
