@@ -88,9 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"litelb: warning: {e}", file=sys.stderr)
         error = None
     if error is not None:
-        print(f"litelb: {error}", file=sys.stderr)
-        return EX_CONFIG
-
+        raise error
+    # Only now: a configuration error is reported without loading the daemon's libraries.
     from litelb.daemon import run
 
     return run(config)
