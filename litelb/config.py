@@ -21,6 +21,7 @@ from litelb.secrets import (
     PasswordSource,
     Secret,
     find_password,
+    require_ca_bundle,
     require_file,
     require_key_pair,
     require_private,
@@ -278,6 +279,8 @@ def resolve(cfg: Config, text: str, *, environ: Mapping[str, str] = os.environ) 
     for key in ("client_cert", "client_key", "ca_file"):
         if getattr(nsx, key):
             check(key, require_file, getattr(nsx, key))
+    if nsx.ca_file:
+        check("ca_file", require_ca_bundle, nsx.ca_file)
     if nsx.password is not None:
         # Even when auth does not use it, a secret must not sit in a readable file.
         check("password", require_private, cfg.path)

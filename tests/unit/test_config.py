@@ -79,8 +79,13 @@ def parse_error(text: str, environ: Optional[dict[str, str]] = None) -> ConfigEr
     return info.value
 
 
-def test_full_config(tmp_path: Path) -> None:
-    ca = write(tmp_path / "ca.pem", "-----BEGIN CERTIFICATE-----\n")
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_full_config(tmp_path: Path, pki: Pki) -> None:
+    ca = pki.ca_cert
     password_file = write(tmp_path / "nsx-password", SECRET + "\n")
     text = f"""
 [vip]
@@ -262,11 +267,6 @@ def test_cluster_things_need_not_exist_yet() -> None:
 def test_metrics_can_be_disabled() -> None:
     cfg = resolved(render({"metrics.listen": '""'}), "litelb.toml", environ=ENV)
     assert not cfg.metrics.enabled
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
 
 
 def certificate_auth(cert: Path, key: Path) -> str:
@@ -730,3 +730,10 @@ def test_load_metrics_reads_only_that_section(tmp_path: Path) -> None:
     path.write_text("metrics = 1\n")
     with pytest.raises(ConfigError, match="must be a table"):
         config.load_metrics(str(path))
+
+
+def test_ca_file_that_is_no_ca_bundle_is_rejected(tmp_path: Path) -> None:
+    ca = write(tmp_path / "ca.pem", "-----BEGIN CERTIFICATE-----\nnot base64\n", 0o644)
+    error = parse_error(render({"nsx.ca_file": f'"{ca}"'}))
+    assert error.key == "nsx.ca_file"
+    assert error.message.startswith(f"{ca} is not a PEM CA bundle (")
