@@ -456,6 +456,9 @@ def _kubernetes(t: _Table, vip: VipConfig) -> KubernetesConfig:
             ip = ipaddress.ip_address(node_address)
         except ValueError:
             raise t.error("node_address", f"'{node_address}' is not an IP address") from None
+        if "%" in node_address or ip.is_unspecified or ip.is_multicast:
+            # A next hop of the route: NSX needs a plain unicast address.
+            raise t.error("node_address", f"'{node_address}' cannot be a node's address")
         if ip == ipaddress.ip_address(vip.address):
             raise t.error("node_address", "is the VIP; set this node's own API server address")
         if ip.version != vip.family:

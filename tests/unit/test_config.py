@@ -347,6 +347,8 @@ ERRORS = [
         "is not an https:// URL",
     ),
     ({"kubernetes.node_address": '"node-1"'}, "kubernetes.node_address", "not an IP address"),
+    ({"kubernetes.node_address": '"0.0.0.0"'}, "kubernetes.node_address", "cannot be a node's"),
+    ({"kubernetes.node_address": '"224.0.0.1"'}, "kubernetes.node_address", "cannot be a node's"),
     (
         {"kubernetes.node_address": '"2001:db8::2"'},
         "kubernetes.node_address",
@@ -666,6 +668,15 @@ def test_config_is_frozen() -> None:
         cfg.nsx.tier1 = "other"  # type: ignore[misc]
     assert isinstance(cfg.nsx.managers, tuple)
     assert isinstance(cfg.kubernetes.api_servers, tuple)
+
+
+def test_node_address_with_a_zone_index_is_rejected() -> None:
+    text = render({"vip.address": '"2001:db8::10"', "kubernetes.node_address": '"fe80::1%eth0"'})
+    error = parse_error(text)
+    assert (error.key, error.message) == (
+        "kubernetes.node_address",
+        "'fe80::1%eth0' cannot be a node's address",
+    )
 
 
 def test_node_address_cannot_be_the_vip() -> None:
