@@ -1,4 +1,8 @@
-"""The `litelb` command: parses arguments, maps outcomes to exit codes (SPEC §3)."""
+"""The `litelb` command: parses arguments, maps outcomes to exit codes.
+
+Each command imports what only it needs when it runs, so `litelb status` and
+`litelb version` stay small and `litelb run` carries nothing of check or cleanup.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,6 @@ import argparse
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
-from importlib import resources
 from typing import Optional
 
 from litelb import __version__
@@ -70,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def rbac_yaml() -> str:
+    from importlib import resources
+
     return resources.files("litelb").joinpath("rbac.yaml").read_text(encoding="utf-8")
 
 
@@ -85,9 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"litelb: warning: {e}", file=sys.stderr)
         error = None
     if error is not None:
-        print(f"litelb: {error}", file=sys.stderr)
-        return EX_CONFIG
-
+        raise error
+    # Only now: a configuration error is reported without loading the daemon's libraries.
     from litelb.daemon import run
 
     return run(config)
@@ -109,6 +111,9 @@ def status_url(metrics: MetricsConfig) -> str:
 
 
 def fetch_status(metrics: MetricsConfig, timeout: float = 3.0) -> dict:
+    import urllib.error
+    import urllib.request
+
     if not metrics.enabled:
         raise OSError("metrics.listen is empty, so the daemon serves no /status")
     url = status_url(metrics)

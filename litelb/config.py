@@ -8,7 +8,6 @@ import ipaddress
 import math
 import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,15 +21,12 @@ from litelb.secrets import (
     PasswordSource,
     Secret,
     find_password,
+    require_ca_bundle,
     require_file,
     require_key_pair,
     require_private,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on RHEL 9 / Debian 12
-    import tomli as tomllib
+from litelb.tomlfile import TomlFileError, find_line, loads, read_text
 
 _T = TypeVar("_T")
 DEFAULT_PATH = "/etc/litelb.toml"
@@ -181,7 +177,7 @@ def resolved_route_id(route_id: str, vip: str) -> str:
 def load(path: str, *, environ: Mapping[str, str] = os.environ) -> Config:
     """Read and validate the configuration file at `path`, check the files it
     names and find the NSX password: everything `litelb run` needs."""
-    text = read_text(path)
+    text = _read(path)
     return resolve(parse(text, path), text, environ=environ)
 
 
@@ -189,7 +185,11 @@ def load_metrics(path: str) -> MetricsConfig:
     """Only `[metrics]` of the file at `path`: what `litelb status` needs. The
     other sections are not validated and no secret is read, so any user who may
     read the file may ask a running daemon, whose configuration may differ."""
-    text = read_text(path)
+    return parse_metrics(_read(path), path)
+
+
+def parse_metrics(text: str, path: str) -> MetricsConfig:
+    """`[metrics]` of the TOML `text`; pure, like `parse`."""
     doc = _toml(text, path)
     section = doc.get("metrics", {})
     if not isinstance(section, dict):
@@ -197,25 +197,25 @@ def load_metrics(path: str) -> MetricsConfig:
             path,
             "metrics",
             f"must be a table ([metrics]), not {_type_name(section)}",
-            _find_line(text, "metrics"),
+            find_line(text, "metrics"),
         )
     table = _Table(path, text, "metrics", MetricsConfig, section)
     table.reject_unknown()
     return _metrics(table)
 
 
-def read_text(path: str) -> str:
+def _read(path: str) -> str:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise ConfigError(path, "", "does not exist") from None
-    except OSError as e:
-        raise ConfigError(path, "", f"cannot be read: {e.strerror or e}") from None
+        return read_text(path)
+    except TomlFileError as e:
+        raise ConfigError(path, "", e.message) from None
+
+
+def _toml(text: str, path: str) -> dict[str, Any]:
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(path, "", f"is not UTF-8 text (byte {e.start})") from None
+        return loads(text)
+    except TomlFileError as e:
+        raise ConfigError(path, "", e.message, e.line) from None
 
 
 def parse(text: str, path: str) -> Config:
@@ -225,18 +225,21 @@ def parse(text: str, path: str) -> Config:
     file in errors). The NSX password is there only when the text holds it;
     `resolve` checks the files the configuration names and finds the password.
     """
-    doc = _toml(text, path)
+    return validate(_toml(text, path), path, text)
+
+
+def validate(doc: Mapping[str, Any], path: str, text: str = "") -> Config:
+    """The Config of the TOML document `doc` read from `text` (used only to find
+    the line of an error); pure."""
     for name, value in doc.items():
         if name not in SECTIONS:
-            raise ConfigError(
-                path, name, _unknown(name, list(SECTIONS), ""), _find_line(text, name)
-            )
+            raise ConfigError(path, name, _unknown(name, list(SECTIONS), ""), find_line(text, name))
         if not isinstance(value, dict):
             raise ConfigError(
                 path,
                 name,
                 f"must be a table ([{name}]), not {_type_name(value)}",
-                _find_line(text, name),
+                find_line(text, name),
             )
     tables = {
         name: _Table(path, text, name, cls, doc.get(name, {})) for name, cls in SECTIONS.items()
@@ -266,16 +269,18 @@ def resolve(cfg: Config, text: str, *, environ: Mapping[str, str] = os.environ) 
     every file it names exists and that every file holding a secret is private."""
     nsx = cfg.nsx
 
-    def check(key: str, check: Callable[..., _T], *args: Any) -> _T:
+    def check(key: str, fn: Callable[..., _T], *args: Any) -> _T:
         try:
-            return check(*args)
+            return fn(*args)
         except FileCheckError as e:
-            line = _find_line(text, "nsx", key)
+            line = find_line(text, "nsx", key)
             raise ConfigError(cfg.path, f"nsx.{key}", str(e), line) from None
 
     for key in ("client_cert", "client_key", "ca_file"):
         if getattr(nsx, key):
             check(key, require_file, getattr(nsx, key))
+    if nsx.ca_file:
+        check("ca_file", require_ca_bundle, nsx.ca_file)
     if nsx.password is not None:
         # Even when auth does not use it, a secret must not sit in a readable file.
         check("password", require_private, cfg.path)
@@ -288,13 +293,6 @@ def resolve(cfg: Config, text: str, *, environ: Mapping[str, str] = os.environ) 
     source = PasswordSource.from_environ(nsx.password_file, environ)
     password = check("password_file", find_password, source)
     return dataclasses.replace(cfg, nsx=dataclasses.replace(nsx, password=password))
-
-
-def _toml(text: str, path: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise _syntax_error(path, text, str(e)) from None
 
 
 SECTIONS: Mapping[str, type] = MappingProxyType(
@@ -331,7 +329,6 @@ _SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 # A DNS name as resolvers accept it (underscores occur in the wild); IPs are checked apart.
 _HOST = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_DECODER_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
 
 
 @dataclass(frozen=True)
@@ -345,7 +342,7 @@ class _Table:
     values: Mapping[str, Any]
 
     def error(self, key: str, message: str, *, locate: bool = True) -> ConfigError:
-        line = _find_line(self.text, self.section, key) if locate else None
+        line = find_line(self.text, self.section, key) if locate else None
         return ConfigError(self.path, f"{self.section}.{key}", message, line)
 
     def reject_unknown(self) -> None:
@@ -379,16 +376,17 @@ class _Table:
         value = self._get(key, (int,), "an integer")
         low, high = RANGES[f"{self.section}.{key}"]
         if not low <= value <= high:
-            raise self.error(key, f"must be from {low:g} to {high:g}, not {value}")
+            raise self.error(key, f"must be from {low:g} to {high:g}, not {_number(value)}")
         return value
 
     def seconds(self, key: str) -> float:
         value = self._get(key, (int, float), "a number of seconds")
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise self.error(key, f"must be a finite number of seconds, not {value}")
         low, high = RANGES[f"{self.section}.{key}"]
+        # Compared before any conversion: an integer of 400 digits is no float.
         if not low <= value <= high:
-            raise self.error(key, f"must be from {low:g} to {high:g} seconds, not {value:g}")
+            raise self.error(key, f"must be from {low:g} to {high:g} seconds, not {_number(value)}")
         return float(value)
 
     def strings(self, key: str) -> tuple[str, ...]:
@@ -458,6 +456,9 @@ def _kubernetes(t: _Table, vip: VipConfig) -> KubernetesConfig:
             ip = ipaddress.ip_address(node_address)
         except ValueError:
             raise t.error("node_address", f"'{node_address}' is not an IP address") from None
+        if "%" in node_address or ip.is_unspecified or ip.is_multicast:
+            # A next hop of the route: NSX needs a plain unicast address.
+            raise t.error("node_address", f"'{node_address}' cannot be a node's address")
         if ip == ipaddress.ip_address(vip.address):
             raise t.error("node_address", "is the VIP; set this node's own API server address")
         if ip.version != vip.family:
@@ -617,55 +618,6 @@ def _is_loopback(host: Optional[str]) -> bool:
         return False
 
 
-def line_of(path: str, section: str, key: str) -> Optional[int]:
-    """The line of `section.key` in the file at `path`, for an error found after
-    parsing; None when the file cannot be read or does not set the key."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return _find_line(f.read(), section, key)
-    except (OSError, UnicodeError):
-        return None
-
-
-def _find_line(text: str, section: str, key: Optional[str] = None) -> Optional[int]:
-    """The line of `key` in `[section]` (or of the section itself): a plain text
-    scan, since tomllib reports no positions; None when not found."""
-    current: Optional[str] = None
-    name = re.escape(section)
-    header = re.compile(r'\s*\[\s*"?([A-Za-z0-9_-]+)"?\s*\]')
-    if key is None:
-        own = re.compile(rf'\s*"?{name}"?\s*[=.]')
-    else:
-        k = re.escape(key)
-        own = re.compile(rf'\s*"?{k}"?\s*=')
-        dotted = re.compile(rf'\s*"?{name}"?\s*\.\s*"?{k}"?\s*=')
-    for number, line in enumerate(text.split("\n"), 1):
-        m = header.match(line)
-        if m:
-            current = m.group(1)
-            if key is None and current == section:
-                return number
-            continue
-        if key is None:
-            if current is None and own.match(line):
-                return number
-        elif (current == section and own.match(line)) or (current is None and dotted.match(line)):
-            return number
-    return None
-
-
-def _syntax_error(path: str, text: str, message: str) -> ConfigError:
-    m = _DECODER_POSITION.search(message)
-    if not m:
-        return ConfigError(path, "", f"is not valid TOML: {message}")
-    what = message[: m.start()]
-    if m.group(1):
-        return ConfigError(
-            path, "", f"is not valid TOML: {what} (column {m.group(2)})", int(m.group(1))
-        )
-    return ConfigError(path, "", f"is not valid TOML: {what} (at the end)", text.count("\n") + 1)
-
-
 def _unknown(key: str, known: list[str], section: str) -> str:
     """ "unknown key" with the likeliest intended key, also from other sections."""
     prefix = f"{section}." if section else ""
@@ -681,6 +633,15 @@ def _unknown(key: str, known: list[str], section: str) -> str:
 def _did_you_mean(value: str, choices: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(value, choices, n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _number(value: float) -> str:
+    """A number as an error message shows it: 1e+308, 0.05, or the first digits
+    of an integer too long to print."""
+    if isinstance(value, int) and abs(value) >= 10**15:
+        digits = str(abs(value))
+        return f"{'-' if value < 0 else ''}{digits[:3]}… ({len(digits)} digits)"
+    return f"{value:g}"
 
 
 def _type_name(value: object) -> str:

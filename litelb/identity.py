@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Optional
 
 from litelb.adapters.local import is_local_address
-from litelb.config import Config, ConfigError, line_of
+from litelb.config import Config, ConfigError
+from litelb.tomlfile import find_line_in_file
 
 KEY = ("kubernetes", "node_address")
 
@@ -29,5 +30,5 @@ def identity_error(cfg: Config) -> Optional[ConfigError]:
         ".".join(KEY),
         f"{address} is not an address of this host; set this node's own API server "
         'address, or "" to find it in the EndpointSlice',
-        line_of(cfg.path, *KEY),
+        find_line_in_file(cfg.path, *KEY),
     )

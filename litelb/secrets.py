@@ -158,6 +158,16 @@ def require_key_pair(cert: str, key: str) -> None:
         raise FileCheckError(why) from None
 
 
+def require_ca_bundle(path: str) -> None:
+    """`path` holds at least one PEM certificate that TLS can verify against."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
+        raise FileCheckError(f"{path} is not a PEM CA bundle ({reason})") from None
+
+
 def _user(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name

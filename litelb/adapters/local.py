@@ -31,4 +31,6 @@ def is_local_address(address: str) -> bool:
         raise LocalAddressError(
             f"cannot ask the kernel about {address}: netlink error {e.code}"
         ) from e
+    except (OSError, ValueError) as e:
+        raise LocalAddressError(f"cannot ask the kernel about {address}: {e}") from e
     return any(msg["type"] == _RTN_LOCAL for msg in answer)

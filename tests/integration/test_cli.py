@@ -1,4 +1,4 @@
-"""The `litelb` commands other than `run` (SPEC §3), as an operator types them."""
+"""The `litelb` commands other than `run`, as an operator types them."""
 
 from __future__ import annotations
 

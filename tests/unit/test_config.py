@@ -79,8 +79,13 @@ def parse_error(text: str, environ: Optional[dict[str, str]] = None) -> ConfigEr
     return info.value
 
 
-def test_full_config(tmp_path: Path) -> None:
-    ca = write(tmp_path / "ca.pem", "-----BEGIN CERTIFICATE-----\n")
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_full_config(tmp_path: Path, pki: Pki) -> None:
+    ca = pki.ca_cert
     password_file = write(tmp_path / "nsx-password", SECRET + "\n")
     text = f"""
 [vip]
@@ -264,11 +269,6 @@ def test_metrics_can_be_disabled() -> None:
     assert not cfg.metrics.enabled
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
-
-
 def certificate_auth(cert: Path, key: Path) -> str:
     return render(
         {"nsx.auth": '"certificate"', "nsx.client_cert": f'"{cert}"', "nsx.client_key": f'"{key}"'}
@@ -347,6 +347,8 @@ ERRORS = [
         "is not an https:// URL",
     ),
     ({"kubernetes.node_address": '"node-1"'}, "kubernetes.node_address", "not an IP address"),
+    ({"kubernetes.node_address": '"0.0.0.0"'}, "kubernetes.node_address", "cannot be a node's"),
+    ({"kubernetes.node_address": '"224.0.0.1"'}, "kubernetes.node_address", "cannot be a node's"),
     (
         {"kubernetes.node_address": '"2001:db8::2"'},
         "kubernetes.node_address",
@@ -373,7 +375,13 @@ ERRORS = [
     ({"health.timeout": "61"}, "health.timeout", "from 0.1 to 60 seconds"),
     ({"health.fall": "0"}, "health.fall", "must be from 1 to 100, not 0"),
     ({"health.rise": "101"}, "health.rise", "must be from 1 to 100, not 101"),
-    ({"health.rise": "-9223372036854775808"}, "health.rise", "must be from 1 to 100"),
+    ({"health.rise": "-9223372036854775808"}, "health.rise", "not -922… (19 digits)"),
+    # Found by the property tests: an OverflowError before.
+    (
+        {"coordination.takeover_after": "1" + "0" * 400},
+        "coordination.takeover_after",
+        "(401 digits)",
+    ),
     ({"health.rise": "1.5"}, "health.rise", "must be an integer, not a float"),
     ({"health.rise": "true"}, "health.rise", "must be an integer, not a boolean"),
     ({"nsx.managers": None}, "nsx.managers", "is required"),
@@ -662,6 +670,15 @@ def test_config_is_frozen() -> None:
     assert isinstance(cfg.kubernetes.api_servers, tuple)
 
 
+def test_node_address_with_a_zone_index_is_rejected() -> None:
+    text = render({"vip.address": '"2001:db8::10"', "kubernetes.node_address": '"fe80::1%eth0"'})
+    error = parse_error(text)
+    assert (error.key, error.message) == (
+        "kubernetes.node_address",
+        "'fe80::1%eth0' cannot be a node's address",
+    )
+
+
 def test_node_address_cannot_be_the_vip() -> None:
     error = parse_error(render({"kubernetes.node_address": '"192.168.160.249"'}))
     assert (error.key, error.message) == (
@@ -724,3 +741,10 @@ def test_load_metrics_reads_only_that_section(tmp_path: Path) -> None:
     path.write_text("metrics = 1\n")
     with pytest.raises(ConfigError, match="must be a table"):
         config.load_metrics(str(path))
+
+
+def test_ca_file_that_is_no_ca_bundle_is_rejected(tmp_path: Path) -> None:
+    ca = write(tmp_path / "ca.pem", "-----BEGIN CERTIFICATE-----\nnot base64\n", 0o644)
+    error = parse_error(render({"nsx.ca_file": f'"{ca}"'}))
+    assert error.key == "nsx.ca_file"
+    assert error.message.startswith(f"{ca} is not a PEM CA bundle (")
