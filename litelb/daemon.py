@@ -120,7 +120,10 @@ class Daemon:
             self._spawn("probes", probes.run, lambda: probes.progress, stall)
         if cfg.metrics.listen:
             self.server = StatusServer(
-                cfg.metrics.listen, status=self.status, healthy=self.healthy, metrics=self.metrics
+                (cfg.metrics.host, cfg.metrics.port),
+                status=self.status,
+                healthy=self.healthy,
+                metrics=self.metrics,
             )
             self.server.start()
 

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
+from litelb.hostport import join_host_port
 from litelb.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from litelb.metrics import Metrics
 from litelb.status import DaemonStatus, status_json
@@ -31,29 +32,6 @@ _POLL_INTERVAL = 0.1
 
 class StatusServerError(Exception):
     """The endpoint cannot listen where configured; the message says why."""
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """Split "host:port" or "[v6]:port" into (host, port)."""
-    host, sep, port_text = listen.rpartition(":")
-    if not sep or not host:
-        raise StatusServerError(
-            f"[metrics] listen = {listen!r}: expected host:port or [IPv6]:port, "
-            'e.g. "127.0.0.1:9651"'
-        )
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise StatusServerError(
-            f"[metrics] listen = {listen!r}: put an IPv6 address in brackets, e.g. [::1]:9651"
-        )
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise StatusServerError(f"[metrics] listen = {listen!r}: port must be 0-65535")
-    return host, port
 
 
 class _Server(ThreadingHTTPServer):
@@ -103,18 +81,19 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class StatusServer:
-    """Serves /healthz, /status and /metrics on ``listen`` from a daemon thread."""
+    """Serves /healthz, /status and /metrics on ``address`` (host, port; port 0 = any
+    free one) from a daemon thread."""
 
     def __init__(
         self,
-        listen: str,
+        address: tuple[str, int],
         *,
         status: Callable[[], DaemonStatus],
         healthy: Callable[[], bool],
         metrics: Metrics,
     ) -> None:
-        self._listen = listen
-        self._address = parse_listen(listen)
+        self._listen = join_host_port(*address)
+        self._address = address
         self._status = status
         self._healthy = healthy
         self._metrics = metrics
