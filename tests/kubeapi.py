@@ -443,6 +443,21 @@ class FakeKubeApiServer:
             if self._store.put(obj):
                 self._cond.notify_all()
 
+    def put_slice(self, obj: dict) -> None:
+        """Store any EndpointSlice body as it is, however malformed below its metadata
+        (which needs ``namespace``, ``name`` and ``labels`` to be found): what a
+        buggy controller or a hostile writer with RBAC on EndpointSlices could do."""
+        obj = copy.deepcopy(obj)
+        obj.setdefault("kind", "EndpointSlice")
+        obj.setdefault("apiVersion", f"{_DISCOVERY}/v1")
+        meta = obj["metadata"]
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _timestamp())
+        meta.setdefault("generation", 1)
+        with self._cond:
+            if self._store.put(obj):
+                self._cond.notify_all()
+
     def delete_slice(self, name: str, *, namespace: str = "default") -> None:
         with self._cond:
             if self._store.delete(namespace, name):
