@@ -104,7 +104,7 @@ class Daemon:
                 context=self._probe_context,
                 on_unauthorized=self._probe_rejected,
             )
-            probes = self.probes = ProbeLoop(cfg, self.prober, self.engine, self.stop_event)
+            probes = self.probes = ProbeLoop(cfg.health, self.prober, self.engine, self.stop_event)
             stall = cfg.health.interval + cfg.health.timeout + 30.0
             self._spawn("probes", probes.run, lambda: probes.progress, stall)
         if cfg.metrics.listen:
