@@ -246,7 +246,8 @@ class Daemon:
                 log.info("ready: %s", self.status_line())
                 break
             self._tick()
-        self.notifier.ready()
+        if not self.stop_event.is_set():
+            self.notifier.ready()
         status_line = ""
         # The VIP is re-checked every resync (SPEC §4.2), like the route.
         next_vip = time.monotonic() + self.cfg.nsx.resync_interval
