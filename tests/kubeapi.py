@@ -256,6 +256,7 @@ class _Listener:
         self.generation = 0
         self.ready = True
         self.unready_for: set[str] = set()
+        self.health_delay = 0.0
         self.conns: set[_Conn] = set()
 
 
@@ -541,6 +542,12 @@ class FakeKubeApiServer:
         with self._cond:
             return serial in self._revoked
 
+    def slow(self, address: str, seconds: float) -> None:
+        """Health paths of `address` answer only after `seconds`: a loaded API server
+        that is slow but alive."""
+        with self._cond:
+            self._listeners[address].health_delay = seconds
+
     def set_rules(self, rules: Iterable[Rule] | None) -> None:
         """Allowed ``(verb, group, resource, namespace)``; "*" matches any; None allows all."""
         with self._cond:
@@ -737,6 +744,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_status(401, "Unauthorized", "Unauthorized")
             return
         if path in ("/readyz", "/livez", "/healthz"):
+            time.sleep(self.lst.health_delay)
             if method != "GET":
                 self._method_not_allowed()
             elif self.lst.ready and self.user not in self.lst.unready_for:

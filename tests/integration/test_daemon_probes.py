@@ -96,3 +96,17 @@ def test_a_malformed_endpointslice_is_refused_and_never_routed(box: Lab) -> None
     box.kube.set_endpoints([A, B])
     wait_for(lambda: box.hops() == [A, B], 5, "route follows the repaired slice", node)
     wait_for(lambda: box.status(node)["kubernetes"]["last_error"] is None, 5, "error cleared", node)
+
+
+def test_a_slow_but_alive_api_server_is_not_withdrawn(box: Lab) -> None:
+    # Answers after 0.8 s with a 1 s timeout: loaded, not down. On a busy test machine
+    # one answer may still miss the timeout; `fall` in a row are needed all the same.
+    node = box.start(A, health={"fall": 3, "interval": 1, "timeout": 1})
+    wait_for(lambda: box.hops() == sorted(NODES), 10, "initial route", node)
+    box.kube.slow(C, 0.8)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        assert box.hops() == sorted(NODES), "a slow API server was withdrawn"
+        time.sleep(0.1)
+    box.kube.slow(C, 0.0)
+    assert "failed its probes" not in node.log() and "is down" not in node.log()
