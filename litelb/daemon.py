@@ -115,7 +115,7 @@ class Daemon:
                 context=self._probe_context,
                 on_unauthorized=self._probe_rejected,
             )
-            probes = self.probes = ProbeLoop(cfg, self.prober, self.engine, self.stop_event)
+            probes = self.probes = ProbeLoop(cfg.health, self.prober, self.engine, self.stop_event)
             stall = cfg.health.interval + cfg.health.timeout + 30.0
             self._spawn("probes", probes.run, lambda: probes.progress, stall)
         if cfg.metrics.listen:
@@ -256,7 +256,8 @@ class Daemon:
                 log.info("ready: %s", self.status_line())
                 break
             self._tick()
-        self.notifier.ready()
+        if not self.stop_event.is_set():
+            self.notifier.ready()
         status_line = ""
         # The VIP is re-checked every resync (SPEC §4.2), like the route.
         next_vip = time.monotonic() + self.cfg.nsx.resync_interval

@@ -9,7 +9,7 @@ import threading
 import time
 
 from litelb.adapters.probe import Prober, ProbeResult
-from litelb.config import Config
+from litelb.config import HealthConfig
 from litelb.core.health import Health, step_all
 from litelb.engine import Engine
 
@@ -19,8 +19,10 @@ log = logging.getLogger("litelb.probes")
 class ProbeLoop:
     """Probes every ready API server each `interval` and feeds rise/fall health to the engine."""
 
-    def __init__(self, config: Config, prober: Prober, engine: Engine, stop: threading.Event):
-        self._cfg = config.health
+    def __init__(
+        self, config: HealthConfig, prober: Prober, engine: Engine, stop: threading.Event
+    ) -> None:
+        self._cfg = config
         self._prober = prober
         self._engine = engine
         self._stop = stop

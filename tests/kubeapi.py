@@ -257,6 +257,7 @@ class _Listener:
         self.generation = 0
         self.ready = True
         self.unready_for: set[str] = set()
+        self.health_delay = 0.0
         self.conns: set[_Conn] = set()
 
 
@@ -455,6 +456,21 @@ class FakeKubeApiServer:
             if self._store.put(obj):
                 self._cond.notify_all()
 
+    def put_slice(self, obj: dict) -> None:
+        """Store any EndpointSlice body as it is, however malformed below its metadata
+        (which needs ``namespace``, ``name`` and ``labels`` to be found): what a
+        buggy controller or a hostile writer with RBAC on EndpointSlices could do."""
+        obj = copy.deepcopy(obj)
+        obj.setdefault("kind", "EndpointSlice")
+        obj.setdefault("apiVersion", f"{_DISCOVERY}/v1")
+        meta = obj["metadata"]
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _timestamp())
+        meta.setdefault("generation", 1)
+        with self._cond:
+            if self._store.put(obj):
+                self._cond.notify_all()
+
     def delete_slice(self, name: str, *, namespace: str = "default") -> None:
         with self._cond:
             if self._store.delete(namespace, name):
@@ -537,6 +553,12 @@ class FakeKubeApiServer:
     def _is_revoked(self, serial: int | None) -> bool:
         with self._cond:
             return serial in self._revoked
+
+    def slow(self, address: str, seconds: float) -> None:
+        """Health paths of `address` answer only after `seconds`: a loaded API server
+        that is slow but alive."""
+        with self._cond:
+            self._listeners[address].health_delay = seconds
 
     def set_rules(self, rules: Iterable[Rule] | None) -> None:
         """Allowed ``(verb, group, resource, namespace)``; "*" matches any; None allows all."""
@@ -736,6 +758,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_status(401, "Unauthorized", "Unauthorized")
             return
         if path in ("/readyz", "/livez", "/healthz"):
+            time.sleep(self.lst.health_delay)
             if method != "GET":
                 self._method_not_allowed()
             elif self.lst.ready and self.user not in self.lst.unready_for:

@@ -25,7 +25,15 @@ from kubernetes import client as k8s_client
 from kubernetes.client.rest import ApiException
 from urllib3.connection import HTTPConnection
 
-from litelb.adapters.kube_slices import ADDRESS_TYPES, endpoints_to_snapshot, slices_to_snapshot
+from litelb.adapters.kube_slices import (
+    ADDRESS_TYPES,
+    KubeShapeError,
+    endpoints_to_snapshot,
+    parse_event,
+    parse_list,
+    resource_version,
+    slices_to_snapshot,
+)
 from litelb.adapters.kubeconfig import KubeCredentials, KubeError
 from litelb.config import KubernetesConfig
 from litelb.model import EndpointSnapshot
@@ -48,6 +56,9 @@ KEEPALIVE_COUNT = 3
 WATCH_CLOSE_SLACK = 3.0
 # After a server failed, others are preferred for this long.
 FAILED_SERVER_PENALTY = 30.0
+# The service's EndpointSlices are a few kilobytes; an answer or a watch event far
+# larger is not one litelb asked for, and is not read into memory.
+MAX_BODY = 4 * 1024 * 1024
 # How urllib3 1.26 and 2.x word a certificate that does not name the address dialled.
 _NAME_MISMATCH = re.compile(r"mismatch|doesn't match")
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException)
@@ -346,11 +357,14 @@ class KubeClient:
 
     def _read_json(
         self, what: str, verb: str, resource: str, request: Callable[[k8s_client.ApiClient], Any]
-    ) -> dict:
+    ) -> Any:
         def read(api: k8s_client.ApiClient) -> bytes:
             response = request(api)
             try:
-                return response.data
+                data = response.read(MAX_BODY + 1)
+                if len(data) > MAX_BODY:
+                    response.close()  # the rest must not go back to the pool
+                return data
             finally:
                 response.release_conn()
 
@@ -358,13 +372,18 @@ class KubeClient:
             server, data = self._call(what, read)
         except ApiException as e:
             raise self._rejected(what, e, verb, resource) from e
+        if len(data) > MAX_BODY:
+            raise KubeShapeError(f"{what}: {server} answered more than {MAX_BODY} bytes")
         try:
             return json.loads(data)
         except ValueError as e:
-            raise KubeError(f"{what}: {server} answered something that is not JSON: {e}") from e
+            raise KubeShapeError(
+                f"{what}: {server} answered something that is not JSON: {e}"
+            ) from e
 
-    def list_slice_objects(self) -> tuple[list[dict], str]:
-        """The raw EndpointSlices of the service and the list's resourceVersion."""
+    def list_slice_objects(self) -> tuple[list[Any], str]:
+        """The raw EndpointSlices of the service (each checked by its user) and the
+        list's resourceVersion."""
         ns, name = self._cfg.namespace, self._cfg.service_name
         body = self._read_json(
             f"list EndpointSlices of {self._cfg.service}",
@@ -377,7 +396,7 @@ class KubeClient:
                 _request_timeout=self._timeout(),
             ),
         )
-        return list(body.get("items") or ()), str(body["metadata"]["resourceVersion"])
+        return parse_list(body)
 
     def list_slices(self, family: Optional[int] = None) -> EndpointSnapshot:
         """The merged EndpointSlices of `family` (4 or 6); None: of both families."""
@@ -400,12 +419,9 @@ class KubeClient:
                 name, ns, _preload_content=False, _request_timeout=self._timeout()
             ),
         )
-        rv = str((body.get("metadata") or {}).get("resourceVersion", ""))
-        return endpoints_to_snapshot(body, family, rv)
+        return endpoints_to_snapshot(body, family, resource_version(body, "Endpoints"))
 
-    def watch_slices(
-        self, resource_version: str, timeout_seconds: int
-    ) -> Iterator[tuple[str, dict]]:
+    def watch_slices(self, version: str, timeout_seconds: int) -> Iterator[tuple[str, dict]]:
         """(event type, raw object) from a watch of the service's EndpointSlices.
 
         ERROR events are passed on (a 410 arrives as one); a 410 or 403 on the
@@ -426,7 +442,7 @@ class KubeClient:
                     label_selector=f"{SERVICE_NAME_LABEL}={name}",
                     watch=True,
                     allow_watch_bookmarks=True,
-                    resource_version=resource_version,
+                    resource_version=version,
                     timeout_seconds=timeout_seconds,
                     _preload_content=False,
                     _request_timeout=self._timeout(read_timeout),
@@ -442,12 +458,13 @@ class KubeClient:
             for chunk in response.stream(amt=None, decode_content=True):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
+                if len(pending) > MAX_BODY:
+                    raise KubeShapeError(f"{what}: an event of more than {MAX_BODY} bytes")
                 for line in lines:
                     if line.strip():
-                        event = json.loads(line)
-                        yield event["type"], event["object"]
+                        yield parse_event(json.loads(line))
             complete = True
-        except (*_TRANSPORT_ERRORS, ValueError, KeyError, TypeError) as e:
+        except (*_TRANSPORT_ERRORS, ValueError) as e:
             self._mark_failed(server)
             raise KubeUnavailableError(f"{what} through {server}: {_describe(e)}") from e
         finally:
@@ -487,7 +504,8 @@ class KubeClient:
                 review, _preload_content=False, _request_timeout=self._timeout()
             ),
         )
-        return bool((body.get("status") or {}).get("allowed"))
+        status = body.get("status") if isinstance(body, dict) else None
+        return isinstance(status, dict) and status.get("allowed") is True
 
     def _peer_certificate(self) -> dict:
         server = self.server

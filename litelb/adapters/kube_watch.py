@@ -19,7 +19,14 @@ from litelb.adapters.kube_client import (
     KubeGoneError,
     KubeUnavailableError,
 )
-from litelb.adapters.kube_slices import slices_to_snapshot
+from litelb.adapters.kube_slices import (
+    KubeShapeError,
+    ParsedSlice,
+    merge,
+    parse_slice,
+    resource_version,
+    slice_name,
+)
 from litelb.adapters.kubeconfig import KubeError
 from litelb.backoff import Backoff, BackoffPolicy
 from litelb.model import EndpointSnapshot
@@ -65,7 +72,9 @@ class EndpointWatcher:
         self._watch_timeout = watch_timeout
         self._random = random.Random()
         self._retry = Backoff(backoff or BackoffPolicy())
-        self._slices: dict[str, dict] = {}
+        # The last well-formed version of each slice, and why a newer one was refused.
+        self._slices: dict[str, ParsedSlice] = {}
+        self._malformed: dict[str, str] = {}
         self._reported: Optional[str] = None
         self._fallback_active = False
         self.synced = threading.Event()
@@ -127,34 +136,60 @@ class EndpointWatcher:
             self._backoff()
 
     def _list(self) -> str:
-        items, resource_version = self._client.list_slice_objects()
-        self._slices = {s["metadata"]["name"]: s for s in items}
-        self._publish(resource_version)
+        items, version = self._client.list_slice_objects()
+        previous, self._slices, self._malformed = self._slices, {}, {}
+        for item in items:
+            self._store(item, previous)
+        self._publish(version)
         self.synced.set()
         self._succeeded()
-        return resource_version
+        return version
 
-    def _watch(self, resource_version: str) -> Optional[str]:
+    def _store(self, obj: dict, previous: dict[str, ParsedSlice]) -> None:
+        """Keep a checked slice. A malformed one is refused with a clear error and its
+        last good version (from `previous`) stays in force: no route is built from it."""
+        try:
+            parsed = parse_slice(obj)
+        except KubeShapeError as e:
+            name = slice_name(obj) or "(unnamed)"
+            text = f"EndpointSlice of {self._client.service} refused: {e}"
+            if self._malformed.get(name) != text:
+                kept = "keeping its last good version" if name in previous else "ignoring it"
+                log.error("%s; %s", text, kept)
+            self._malformed[name] = text
+            if name in previous:
+                self._slices[name] = previous[name]
+            return
+        self._malformed.pop(parsed.name, None)
+        self._slices[parsed.name] = parsed
+
+    def _watch(self, version: str) -> Optional[str]:
         """Follow one watch stream; the resourceVersion to resume from, None to relist."""
         started = time.monotonic()
         events = 0
-        stream = self._client.watch_slices(resource_version, self._watch_timeout)
+        stream = self._client.watch_slices(version, self._watch_timeout)
         try:
             for event_type, obj in stream:
                 events += 1
                 if event_type == "ERROR":
                     return self._watch_error(obj)
-                metadata = obj.get("metadata") or {}
-                resource_version = str(metadata.get("resourceVersion") or resource_version)
+                try:
+                    version = resource_version(obj, f"watch event {event_type}")
+                except KubeShapeError as e:
+                    log.debug("%s; resuming from %s", e, version)
                 if event_type == "DELETED":
-                    self._slices.pop(metadata.get("name"), None)
+                    name = slice_name(obj)
+                    if name is None:
+                        raise KubeShapeError("watch event DELETED: no metadata.name")
+                    self._slices.pop(name, None)
+                    self._malformed.pop(name, None)
                 elif event_type in ("ADDED", "MODIFIED"):
-                    self._slices[metadata.get("name")] = obj
+                    self._store(obj, dict(self._slices))
                 if event_type != "BOOKMARK":
-                    self._publish(resource_version)
+                    self._publish(version)
                 self._succeeded()
                 if self._stop.is_set():
-                    return resource_version
+                    return version
         finally:
             stream.close()
         if events == 0 and time.monotonic() - started < SHORT_WATCH:
@@ -163,7 +198,7 @@ class EndpointWatcher:
             self._backoff()
         else:
             self._succeeded()
-        return resource_version
+        return version
 
     def _watch_error(self, status: dict) -> Optional[str]:
         if status.get("code") == 410:
@@ -174,9 +209,8 @@ class EndpointWatcher:
             f"{status.get('code')} {status.get('reason')}: {status.get('message')}"
         )
 
-    def _publish(self, resource_version: str) -> None:
-        snapshot = slices_to_snapshot(list(self._slices.values()), self._family, resource_version)
-        self._deliver(snapshot)
+    def _publish(self, version: str) -> None:
+        self._deliver(merge(self._slices.values(), self._family, version))
 
     def _deliver(self, snapshot: EndpointSnapshot) -> None:
         self._client.note_endpoints(snapshot)
@@ -213,9 +247,10 @@ class EndpointWatcher:
     def _succeeded(self) -> None:
         self._retry = self._retry.succeeded()
         self.last_progress = time.monotonic()
-        if self.last_error is not None:
+        if self.last_error is not None and self._reported is not None:
             log.info("EndpointSlices readable again through %s", self._client.server)
-        self.last_error = None
+        # A refused slice stays an error for as long as it is the current version.
+        self.last_error = "; ".join(self._malformed.values()) or None
         self._reported = None
         self._fallback_active = False
 

@@ -118,6 +118,13 @@ def healthy_addresses(states: Mapping[str, Health], ready: Iterable[str]) -> tup
     they are really all dead, since no route could help then anyway.
     Pure: no side effects.
     """
+    return passing_addresses(states, ready) or tuple(dict.fromkeys(ready))
+
+
+def passing_addresses(states: Mapping[str, Health], ready: Iterable[str]) -> tuple[str, ...]:
+    """The `ready` addresses whose probes pass, in order, without duplicates, and
+    without fail-static: what `litelb_endpoints_healthy` and /status report, so an
+    operator sees failing probes even while the route keeps every next hop.
+    Pure: no side effects."""
     unique = tuple(dict.fromkeys(ready))
-    healthy = tuple(a for a in unique if states.get(a, Health()).healthy)
-    return healthy or unique
+    return tuple(a for a in unique if states.get(a, Health()).healthy)

@@ -35,7 +35,7 @@ def test_ipv6_vip_route_and_probes(tmp_path: Path) -> None:
             lambda: (s := box.status(node))["route"]["in_sync"] and s, 10, "status in sync", node
         )
         assert status["leader"] is True
-        [endpoint] = status["endpoints"]
-        assert (endpoint["address"], endpoint["ready"], endpoint["healthy"]) == (NODE6, True, True)
+        ((endpoint),) = status["endpoints"]
+        assert endpoint["address"] == NODE6 and endpoint["ready"] and endpoint["healthy"]
     finally:
         box.close()

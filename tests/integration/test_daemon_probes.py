@@ -58,3 +58,55 @@ def test_a_hung_api_server_still_needs_fall_failures(box: Lab) -> None:
     wait_for(lambda: box.hops() == [A, B], 10, "hung C withdrawn after fall", node)
     box.kube.serve(C)
     wait_for(lambda: box.hops() == sorted(NODES), 10, "C restored", node)
+
+
+def test_a_malformed_endpointslice_is_refused_and_never_routed(box: Lab) -> None:
+    node = box.start(A)
+    wait_for(lambda: box.hops() == sorted(NODES), 10, "initial route", node)
+    labels = {"kubernetes.io/service-name": "kubernetes"}
+    meta = {"name": "kubernetes", "namespace": "default", "labels": labels}
+    hostile = [
+        {"metadata": meta, "addressType": "IPv4", "endpoints": "oops"},
+        {"metadata": meta, "addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.1/8"]}]},
+        {"metadata": meta, "addressType": 4, "endpoints": [{"addresses": [A]}]},
+        {
+            "metadata": meta,
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [A]}],
+            "ports": [{"port": "https"}],
+        },
+    ]
+    for obj in hostile:
+        box.kube.put_slice(obj)
+        wait_for(
+            lambda: "refused" in (box.status(node)["kubernetes"]["last_error"] or ""),
+            5,
+            "the refusal in /status",
+            node,
+        )
+        assert box.hops() == sorted(NODES), "a route built from a malformed slice"
+        # Another, also malformed, slice next to it is ignored as well.
+        box.kube.put_slice({**obj, "metadata": {**meta, "name": "kubernetes-extra"}})
+    time.sleep(1.0)
+    assert node.alive() and box.hops() == sorted(NODES)
+    assert "EndpointSlice of default/kubernetes refused" in node.log()
+    assert "Traceback" not in node.log()
+    # A well-formed version is used at once, and the error clears.
+    box.kube.delete_slice("kubernetes-extra")
+    box.kube.set_endpoints([A, B])
+    wait_for(lambda: box.hops() == [A, B], 5, "route follows the repaired slice", node)
+    wait_for(lambda: box.status(node)["kubernetes"]["last_error"] is None, 5, "error cleared", node)
+
+
+def test_a_slow_but_alive_api_server_is_not_withdrawn(box: Lab) -> None:
+    # Answers after 0.8 s with a 1 s timeout: loaded, not down. On a busy test machine
+    # one answer may still miss the timeout; `fall` in a row are needed all the same.
+    node = box.start(A, health={"fall": 3, "interval": 1, "timeout": 1})
+    wait_for(lambda: box.hops() == sorted(NODES), 10, "initial route", node)
+    box.kube.slow(C, 0.8)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        assert box.hops() == sorted(NODES), "a slow API server was withdrawn"
+        time.sleep(0.1)
+    box.kube.slow(C, 0.0)
+    assert "failed its probes" not in node.log() and "is down" not in node.log()

@@ -250,6 +250,26 @@ def test_a_server_of_another_ca_is_never_trusted(
         assert impostor.requests() == []
 
 
+def test_nothing_listening_is_told_apart_from_a_failing_server(
+    make_fake: Callable[..., FakeKubeApiServer], make_client: Callable[..., KubeClient]
+) -> None:
+    # Refused everywhere (before kubeadm init): asked again soon. A server that
+    # accepts and then fails is not "nothing listening".
+    fake = make_fake(addresses=("127.0.0.2", "127.0.0.3"))
+    fake.refuse("127.0.0.2")
+    fake.refuse("127.0.0.3")
+    client = make_client(fake.url("127.0.0.2"), api_servers=[fake.url("127.0.0.3")])
+    with pytest.raises(KubeUnavailableError) as refused:
+        client.list_slices(4)
+    assert refused.value.nothing_listening
+    fake.hang("127.0.0.3")  # accepts, then says nothing: a server that is there
+    with pytest.raises(KubeUnavailableError) as hung:
+        make_client(
+            fake.url("127.0.0.2"), api_servers=[fake.url("127.0.0.3")], read_timeout=0.5
+        ).list_slices(4)
+    assert not hung.value.nothing_listening
+
+
 # -- EndpointWatcher -------------------------------------------------------------------
 
 

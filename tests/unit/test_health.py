@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 import litelb.core.health
-from litelb.core.health import REMEMBERED_DEPARTURES, Health, healthy_addresses, step, step_all
+from litelb.core.health import (
+    REMEMBERED_DEPARTURES,
+    Health,
+    healthy_addresses,
+    passing_addresses,
+    step,
+    step_all,
+)
 
 OK, FAIL = True, False
 
@@ -164,3 +171,12 @@ def test_failing_since_marks_the_start_of_the_current_run_of_failures() -> None:
     assert not h.healthy and h.failing_since == 10.0
     h = step(h, True, rise=2, fall=2, at=12.0)
     assert h.failing_since is None and not h.healthy
+
+
+def test_passing_addresses_has_no_fail_static():
+    states = {"10.0.0.1": DOWN, "10.0.0.2": DOWN}
+    assert passing_addresses(states, ["10.0.0.1", "10.0.0.2"]) == ()
+    assert healthy_addresses(states, ["10.0.0.1", "10.0.0.2"]) == ("10.0.0.1", "10.0.0.2")
+    assert passing_addresses({"10.0.0.1": DOWN}, ["10.0.0.2", "10.0.0.1", "10.0.0.2"]) == (
+        "10.0.0.2",
+    )

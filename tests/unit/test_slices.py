@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from kubernetes import client as k8s_client
+import pytest
 
-from litelb.adapters.kube_slices import endpoints_to_snapshot, slices_to_snapshot
+from litelb.adapters.kube_slices import (
+    KubeShapeError,
+    endpoints_to_snapshot,
+    parse_event,
+    parse_list,
+    slices_to_snapshot,
+)
 from litelb.model import Endpoint
 
 
@@ -101,9 +107,63 @@ def test_ipv6_addresses_are_normalized_and_sorted() -> None:
     assert [e.address for e in snapshot.endpoints] == ["2001:db8::2", "2001:db8::10"]
 
 
-def test_garbage_and_misfiled_addresses_are_skipped() -> None:
-    slices = [_slice("a", [("not-an-ip", READY), ("2001:db8::1", READY)], ports=HTTPS)]
-    assert slices_to_snapshot(slices, 4, "1").endpoints == ()
+@pytest.mark.parametrize(
+    "address", ["not-an-ip", "2001:db8::1", "10.0.0.1/32", "0.0.0.0", "224.0.0.1", "", 7, None]
+)
+def test_a_slice_with_an_address_that_is_not_one_is_refused_whole(address: Any) -> None:
+    slices = [_slice("a", [("10.0.0.2", READY), (address, READY)], ports=HTTPS)]
+    with pytest.raises(KubeShapeError, match=r"EndpointSlice a\.endpoints\[1\]\.addresses\[0\]"):
+        slices_to_snapshot(slices, 4, "1")
+
+
+def test_a_scoped_ipv6_address_is_refused() -> None:
+    slices = [_slice("a", [("fe80::1%eth0", READY)], address_type="IPv6", ports=HTTPS)]
+    with pytest.raises(KubeShapeError, match="unicast IPv6"):
+        slices_to_snapshot(slices, 6, "1")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda s: s.update(endpoints="oops"), r"\.endpoints: expected list"),
+        (lambda s: s.update(endpoints=[7]), r"\.endpoints\[0\]: expected an object"),
+        (lambda s: s.update(addressType=4), r"\.addressType: expected str"),
+        (lambda s: s.pop("addressType"), r"\.addressType: expected str"),
+        (lambda s: s.update(metadata=[]), r"EndpointSlice\.metadata: expected an object"),
+        (lambda s: s["metadata"].update(name=""), r"metadata\.name: '' is not a name"),
+        (lambda s: s.update(ports=[{"port": "6443"}]), r"ports\[0\]\.port: expected int"),
+        (lambda s: s.update(ports=[{"port": True}]), r"ports\[0\]\.port: expected int"),
+        (lambda s: s.update(ports=[{"port": 70000}]), r"ports\[0\]\.port: 70000 is not a TCP"),
+        (
+            lambda s: s["endpoints"][0].update(conditions={"ready": "yes"}),
+            r"conditions\.ready: expected bool",
+        ),
+        (
+            lambda s: s["endpoints"][0].update(addresses="10.0.0.1"),
+            r"endpoints\[0\]\.addresses: expected list",
+        ),
+        (
+            lambda s: s.update(endpoints=[{"addresses": ["10.0.0.1"]}] * 1001),
+            r"1001 entries, more than 1000",
+        ),
+    ],
+)
+def test_malformed_slices_name_what_is_wrong(mutate: Any, where: str) -> None:
+    obj = _slice("a", [("10.0.0.1", READY)], ports=HTTPS)
+    mutate(obj)
+    with pytest.raises(KubeShapeError, match=where):
+        slices_to_snapshot([obj], 4, "1")
+
+
+def test_list_and_event_shapes() -> None:
+    assert parse_list({"items": None, "metadata": {"resourceVersion": "5"}}) == ([], "5")
+    for body in ([], {"items": {}}, {"items": [], "metadata": {"resourceVersion": 5}}):
+        with pytest.raises(KubeShapeError):
+            parse_list(body)
+    assert parse_event({"type": "ADDED", "object": {"a": 1}}) == ("ADDED", {"a": 1})
+    for event in ([], {"type": "ADDED"}, {"type": "NEW", "object": {}}, {"object": {}}):
+        with pytest.raises(KubeShapeError):
+            parse_event(event)
 
 
 def test_port_named_https_wins_else_first_else_6443() -> None:
@@ -135,29 +195,6 @@ def test_no_slices_no_endpoints() -> None:
     assert snapshot.resource_version == "3"
 
 
-def test_client_models_merge_like_raw_objects() -> None:
-    model = k8s_client.V1EndpointSlice(
-        address_type="IPv4",
-        metadata=k8s_client.V1ObjectMeta(name="kubernetes"),
-        endpoints=[
-            k8s_client.V1Endpoint(
-                addresses=["10.0.0.3"], conditions=k8s_client.V1EndpointConditions(ready=True)
-            ),
-            k8s_client.V1Endpoint(
-                addresses=["10.0.0.1"], conditions=k8s_client.V1EndpointConditions(ready=False)
-            ),
-            k8s_client.V1Endpoint(addresses=["10.0.0.2"]),
-        ],
-        ports=[k8s_client.DiscoveryV1EndpointPort(name="https", port=6443)],
-    )
-    raw = _slice(
-        "kubernetes",
-        [("10.0.0.3", READY), ("10.0.0.1", {"ready": False}), ("10.0.0.2", None)],
-        ports=HTTPS,
-    )
-    assert slices_to_snapshot([model], 4, "1") == slices_to_snapshot([raw], 4, "1")
-
-
 def test_core_endpoints_fallback() -> None:
     endpoints = {
         "metadata": {"name": "kubernetes", "namespace": "default", "resourceVersion": "9"},
@@ -179,3 +216,6 @@ def test_core_endpoints_fallback() -> None:
         Endpoint("2001:db8::1", 443, True),
     )
     assert endpoints_to_snapshot({"metadata": {}}, 4, "").endpoints == ()
+    for hostile in ({"subsets": {}}, {"subsets": [{"addresses": [{"ip": 1}]}]}, []):
+        with pytest.raises(KubeShapeError):
+            endpoints_to_snapshot(hostile, 4, "")
