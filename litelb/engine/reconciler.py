@@ -28,7 +28,7 @@ from litelb.core.decide import (
     track_hold_down,
     track_stale,
 )
-from litelb.core.health import Health, healthy_addresses
+from litelb.core.health import Health, healthy_addresses, passing_addresses
 from litelb.core.route import MAX_NEXT_HOPS, ecmp_next_hops
 from litelb.engine.status import EndpointState, EngineStatus
 from litelb.engine.store import (
@@ -327,8 +327,15 @@ class Reconciler:
                 )
         in_sync = bool(actual) and actual.managed and hops == desired and bool(hops)
         snapshot, health = self._observations.current()
+        # The probes' own verdict, without fail-static: /status and the metric show failing
+        # probes even while the route keeps every next hop.
+        passing = (
+            set(passing_addresses(health, view.ready))
+            if self._cfg.health.enabled
+            else set(view.ready)
+        )
         endpoints = tuple(
-            EndpointState(e.address, e.ready, e.ready and health.get(e.address, Health()).healthy)
+            EndpointState(e.address, e.ready, e.address in passing)
             for e in (snapshot.endpoints if snapshot else ())
         )
         last_sync = self._wall() if in_sync else self.status.last_sync
@@ -350,7 +357,7 @@ class Reconciler:
         mt = self._metrics
         mt.is_leader.set(1 if status.is_leader else 0)
         mt.endpoints_ready.set(len(view.ready))
-        mt.endpoints_healthy.set(len(view.routable))
+        mt.endpoints_healthy.set(len(passing))
         mt.route_next_hops.set(len(hops))
         mt.route_in_sync.set(1 if in_sync else 0)
         if in_sync:

@@ -84,6 +84,9 @@ def test_a_probe_rejected_with_401_is_visible_and_reloads(box: Lab, tmp_path: Pa
         node,
     )
     wait_for(lambda: "rejected the client credentials" in node.log(), 5, "a 401 logged", node)
+    # The metric says the same as /status, although fail-static keeps the route whole.
+    assert healthy_metric(box, node) == 0
+    assert box.hops() == sorted(NODES)
     # The kubelet renews: probes pass again at once, no restart.
     box.pki.rotate_client(current, USER, ("system:nodes",))
     wait_for(lambda: probes_all_pass(box, node, list(NODES)), 10, "probes pass again", node)
