@@ -26,7 +26,8 @@ from litelb.adapters.probe import Prober, tls_context
 from litelb.adapters.systemd import Notifier
 from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config, ConfigError, load
-from litelb.engine import Engine, stall_limit
+from litelb.core.decide import LeaderTimeouts
+from litelb.engine import Engine, EngineSettings, stall_limit
 from litelb.metrics import Metrics
 from litelb.probeloop import ProbeLoop
 from litelb.status import (
@@ -60,6 +61,21 @@ class Worker:
     stall_after: float  # seconds without progress that count as hung
 
 
+def engine_settings(cfg: Config) -> EngineSettings:
+    """The engine's share of the configuration."""
+    c = cfg.coordination
+    return EngineSettings(
+        vip=cfg.vip.address,
+        route_id=cfg.nsx.route_id,
+        route_path=cfg.nsx.route_path,
+        service=cfg.kubernetes.service,
+        node_address=cfg.kubernetes.node_address,
+        probes=cfg.health.enabled,
+        timeouts=LeaderTimeouts(c.takeover_after, c.stale_after, c.hold_down),
+        resync_interval=cfg.nsx.resync_interval,
+    )
+
+
 class Daemon:
     def __init__(self, config: Config, notifier: Optional[Notifier] = None) -> None:
         self.cfg = config
@@ -70,7 +86,7 @@ class Daemon:
         self.vip_present: Optional[bool] = None
         self.nsx = NsxClient(config.nsx, on_request=self._on_nsx_request)
         self.engine = Engine(
-            config,
+            engine_settings(config),
             self.nsx,
             metrics=self.metrics,
             local_addresses=local_addresses,

@@ -4,6 +4,7 @@ asks of NSX, status.py all it tells the rest of the daemon. It imports no adapte
 
 from litelb.engine.reconciler import Reconciler, Result
 from litelb.engine.scheduler import HEARTBEAT, MIN_STALL_LIMIT, Engine, Schedule, stall_limit
+from litelb.engine.settings import EngineSettings
 from litelb.engine.status import EndpointState, EngineStatus
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "MIN_STALL_LIMIT",
     "EndpointState",
     "Engine",
+    "EngineSettings",
     "EngineStatus",
     "Reconciler",
     "Result",

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from litelb.backoff import AUTH_RETRY
-from litelb.config import Config
 from litelb.core.decide import (
     Decision,
-    LeaderTimeouts,
     TimerStarts,
     View,
     decide,
@@ -30,6 +28,7 @@ from litelb.core.decide import (
 )
 from litelb.core.health import Health, healthy_addresses, passing_addresses
 from litelb.core.route import MAX_NEXT_HOPS, ecmp_next_hops
+from litelb.engine.settings import EngineSettings
 from litelb.engine.status import EndpointState, EngineStatus
 from litelb.engine.store import (
     RouteStore,
@@ -116,7 +115,7 @@ class Reconciler:
 
     def __init__(
         self,
-        config: Config,
+        settings: EngineSettings,
         store: RouteStore,
         observations: Observations,
         *,
@@ -125,7 +124,7 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._cfg = config
+        self._settings = settings
         self._store = store
         self._observations = observations
         self._metrics = metrics
@@ -135,7 +134,6 @@ class Reconciler:
         self._lock = threading.Lock()
         self._status = EngineStatus()
         self._memory = LeadershipMemory()
-        self._display_name = config.nsx.route_id
 
     @property
     def status(self) -> EngineStatus:
@@ -178,10 +176,10 @@ class Reconciler:
             return View(None, (), (), synced=False, stopping=stopping)
         ready = snapshot.ready_addresses
         listed = [e.address for e in snapshot.endpoints]
-        configured = self._cfg.kubernetes.node_address
+        configured = self._settings.node_address
         local = () if configured else self._local_addresses()
         node = own_identity(configured, local, listed)
-        healthy = healthy_addresses(health, ready) if self._cfg.health.enabled else ready
+        healthy = healthy_addresses(health, ready) if self._settings.probes else ready
         return View(node, ready, healthy, synced=True, stopping=stopping)
 
     def _pass(self, view: View, now: float) -> tuple[Decision, bool]:
@@ -190,7 +188,7 @@ class Reconciler:
         if not view.synced:
             return Decision(Action.NOOP, Reason.NOT_SYNCED), False
         actual = self._store.get_route()
-        coordination = self._cfg.coordination
+        timeouts = self._settings.timeouts
         last_leader = m.actual.leader if m.actual is not None else None
         m.actual = actual
         held = track_hold_down(
@@ -201,7 +199,7 @@ class Reconciler:
                 "leader changed from %s to %s: no takeover by this node for %g s (hold-down)",
                 last_leader,
                 actual.leader,
-                coordination.hold_down,
+                timeouts.hold_down,
             )
         m.held_since = held
         watched = set(view.ready) | set(m.last_ready)
@@ -218,11 +216,9 @@ class Reconciler:
             view,
             actual,
             TimerStarts(now, m.dead_since, m.stale_since, m.held_since),
-            LeaderTimeouts(
-                coordination.takeover_after, coordination.stale_after, coordination.hold_down
-            ),
-            vip=self._cfg.vip.address,
-            display_name=self._display_name,
+            timeouts,
+            vip=self._settings.vip,
+            display_name=self._settings.route_id,
         )
         self._log_decision(decision, actual)
         wrote = decision.action is Action.WRITE and decision.route is not None
@@ -240,7 +236,7 @@ class Reconciler:
             m.held_since = now
         log.info(
             "wrote route %s: next hops %s, leader %s (%s)",
-            self._cfg.nsx.route_path,
+            self._settings.route_path,
             ",".join(written.next_hops),
             written.leader,
             decision.reason.value,
@@ -256,7 +252,7 @@ class Reconciler:
 
     def _foreign_text(self) -> str:
         return (
-            f"a route at {self._cfg.nsx.route_path} exists without the tag "
+            f"a route at {self._settings.route_path} exists without the tag "
             "litelb/managed-by=litelb: litelb will not touch it; delete it in NSX or set "
             "another nsx.route_id"
         )
@@ -272,7 +268,7 @@ class Reconciler:
             log.warning(
                 "this node's address is not among the ready API servers of %s; set "
                 "kubernetes.node_address if it has several: it will not lead",
-                self._cfg.kubernetes.service,
+                self._settings.service,
             )
         elif decision.reason is Reason.NO_HEALTHY_ENDPOINTS:
             log.warning("no healthy API server: keeping the route as it is (fail-static)")
@@ -330,9 +326,7 @@ class Reconciler:
         # The probes' own verdict, without fail-static: /status and the metric show failing
         # probes even while the route keeps every next hop.
         passing = (
-            set(passing_addresses(health, view.ready))
-            if self._cfg.health.enabled
-            else set(view.ready)
+            set(passing_addresses(health, view.ready)) if self._settings.probes else set(view.ready)
         )
         endpoints = tuple(
             EndpointState(e.address, e.ready, e.address in passing)

@@ -16,9 +16,9 @@ from random import Random
 from typing import Callable, Optional
 
 from litelb.backoff import Backoff
-from litelb.config import Config
 from litelb.core.health import Health
 from litelb.engine.reconciler import Observations, Reconciler, Result
+from litelb.engine.settings import EngineSettings
 from litelb.engine.status import EngineStatus
 from litelb.engine.store import RouteStore
 from litelb.metrics import Metrics
@@ -107,7 +107,7 @@ class Engine:
 
     def __init__(
         self,
-        config: Config,
+        settings: EngineSettings,
         nsx: RouteStore,
         *,
         metrics: Metrics,
@@ -120,7 +120,7 @@ class Engine:
     ) -> None:
         self._observations = Observations()
         self._reconciler = Reconciler(
-            config,
+            settings,
             nsx,
             self._observations,
             metrics=metrics,
@@ -128,7 +128,7 @@ class Engine:
             clock=clock,
             wall=wall,
         )
-        self._resync_interval = config.nsx.resync_interval
+        self._resync_interval = settings.resync_interval
         self._clock = clock
         self._coalesce = coalesce
         self._write_spacing = write_spacing

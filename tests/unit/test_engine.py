@@ -14,10 +14,17 @@ from typing import Any, Callable, Optional
 import pytest
 
 from litelb.backoff import AUTH_RETRY
-from litelb.config import Config, CoordinationConfig, NsxConfig, VipConfig
 from litelb.core.decide import Decision
 from litelb.core.health import Health
-from litelb.engine import HEARTBEAT, MIN_STALL_LIMIT, Engine, Result, Schedule, stall_limit
+from litelb.engine import (
+    HEARTBEAT,
+    MIN_STALL_LIMIT,
+    Engine,
+    EngineSettings,
+    Result,
+    Schedule,
+    stall_limit,
+)
 from litelb.engine.store import RouteStoreAuthError, RouteStoreConflictError, RouteStoreError
 from litelb.metrics import Metrics
 from litelb.model import Action, Endpoint, EndpointSnapshot, Reason, Route, Tag
@@ -92,15 +99,14 @@ def nsx() -> MemoryNsx:
     return MemoryNsx()
 
 
-def config(node: str) -> Config:
-    cfg = Config(
-        vip=VipConfig("192.168.160.249"),
-        nsx=NsxConfig(
-            managers=("https://nsx.test",), tier1="t1", route_id="litelb-192-168-160-249"
-        ),
-        coordination=CoordinationConfig(),
+def config(node: str) -> EngineSettings:
+    return EngineSettings(
+        vip="192.168.160.249",
+        route_id="litelb-192-168-160-249",
+        route_path="/infra/tier-1s/t1/static-routes/litelb-192-168-160-249",
+        service="default/kubernetes",
+        node_address=node,
     )
-    return replace(cfg, kubernetes=replace(cfg.kubernetes, node_address=node))
 
 
 def engine(nsx: MemoryNsx, clock: Clock, node: str = A, **kwargs: Any) -> Engine:
@@ -313,7 +319,7 @@ def test_the_worker_coalesces_a_burst_of_kicks_into_few_passes(nsx: MemoryNsx) -
     nsx.someone_writes(A, (A, B, C))
     nsx.read_time = 0.02  # kicks also arrive while a pass runs
     e = Engine(
-        replace(config(B), nsx=replace(config(B).nsx, resync_interval=3600.0)),
+        replace(config(B), resync_interval=3600.0),
         nsx,
         metrics=Metrics(),
         local_addresses=frozenset,
