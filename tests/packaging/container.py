@@ -6,7 +6,8 @@ the test boots one with `systemd-nspawn` instead of mocking systemctl:
 
 - a minimal Debian root per release (tests/packaging/rootfs.py: debootstrap, with
   litelb's runtime dependencies so the .deb installs offline) is cached and reused;
-- every test gets its own copy-on-write overlay of it, so the cache stays pristine;
+- every booted container gets its own copy-on-write overlay of it, so the cache
+  stays pristine;
 - the container is booted with `--keep-unit --register=no` (there is no host systemd
   or machined here) and driven with `nsenter -t <its PID 1> -a ...`.
 """
