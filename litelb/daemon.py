@@ -41,7 +41,7 @@ from litelb.status import (
 
 log = logging.getLogger("litelb")
 
-# SIGTERM → exit within 5 s (SPEC §5): the hand-over write gets what is left of it.
+# SIGTERM → exit within 5 s (systemd waits 15): the hand-over write gets what is left of it.
 STOP_BUDGET = 4.0
 TICK = 1.0
 # READY=1 after the first EndpointSlice list or this long, whichever comes first:
@@ -275,7 +275,7 @@ class Daemon:
         if not self.stop_event.is_set():
             self.notifier.ready()
         status_line = ""
-        # The VIP is re-checked every resync (SPEC §4.2), like the route.
+        # The VIP is re-checked every resync, like the route: someone may have removed it.
         next_vip = time.monotonic() + self.cfg.nsx.resync_interval
         while not self.stop_event.wait(self._tick_interval()):
             if time.monotonic() >= next_vip:

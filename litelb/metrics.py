@@ -1,4 +1,4 @@
-"""The Prometheus metrics of SPEC §6, each set on its own registry.
+"""The Prometheus metrics litelb exports, each set on its own registry.
 
 A registry per instance, not prometheus_client's global one, so that tests
 and several daemons in one process never share counters.

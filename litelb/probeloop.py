@@ -1,5 +1,5 @@
 """The probe worker: every `interval`, probe each ready API server and hand the
-rise/fall verdicts to the engine (SPEC §4.6). The verdicts themselves are the pure
+rise/fall verdicts to the engine. The verdicts themselves are the pure
 step functions of litelb.core.health."""
 
 from __future__ import annotations

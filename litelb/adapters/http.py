@@ -1,4 +1,4 @@
-"""The status endpoint of SPEC §6: /healthz, /status, /metrics.
+"""The status endpoint: /healthz, /status, /metrics.
 
 The stdlib's threading HTTP server in a daemon thread: three read-only pages
 for a local scraper need nothing more, and every supported distribution has it.

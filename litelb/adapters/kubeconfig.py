@@ -28,7 +28,7 @@ FORCED_RELOAD_SPACING = 1.0
 
 _T = TypeVar("_T")
 
-# In the order of SPEC §2; a node normally has exactly one of them.
+# In the documented order (kubeadm, TKGI, RKE2, k3s); a node normally has exactly one.
 KUBELET_KUBECONFIGS: tuple[tuple[str, str], ...] = (
     ("/etc/kubernetes/kubelet.conf", "kubeadm"),
     ("/var/vcap/jobs/kubelet/config/kubeconfig", "TKGI"),

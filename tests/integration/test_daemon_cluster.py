@@ -1,4 +1,4 @@
-"""Three `litelb run` daemons against one fake control plane and one NSX (SPEC §4.3–4.6).
+"""Three `litelb run` daemons against one fake control plane and one NSX.
 
 Node addresses are 127.0.0.2–4; each daemon's kubeconfig points at its own API server,
 as a kubelet's usually does. Deadlines are the issue's: probes (interval 1, fall 2,

@@ -1,4 +1,4 @@
-"""The watchdog rule (SPEC §5): WATCHDOG=1 and /healthz only while every worker is
+"""The watchdog rule: WATCHDOG=1 and /healthz only while every worker is
 alive and making progress."""
 
 from __future__ import annotations

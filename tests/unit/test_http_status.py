@@ -47,7 +47,7 @@ def a_status(
     )
 
 
-SPEC_METRICS = (
+DOCUMENTED_METRICS = (
     "litelb_is_leader",
     "litelb_vip_present",
     "litelb_endpoints_ready",
@@ -60,7 +60,7 @@ SPEC_METRICS = (
     "litelb_reconcile_errors_total",
     "litelb_last_sync_timestamp_seconds",
 )
-SPEC_TYPES = {
+DOCUMENTED_TYPES = {
     "litelb_route_writes_total": "counter",
     "litelb_nsx_requests_total": "counter",
     "litelb_reconcile_errors_total": "counter",
@@ -193,8 +193,8 @@ def test_metrics_has_every_spec_metric(server: tuple[StatusServer, str], daemon:
     assert r.code == 200
     assert r.content_type == "text/plain; version=0.0.4; charset=utf-8"
     text = r.body.decode()
-    for name in SPEC_METRICS:
-        kind = SPEC_TYPES.get(name, "gauge")
+    for name in DOCUMENTED_METRICS:
+        kind = DOCUMENTED_TYPES.get(name, "gauge")
         assert f"# TYPE {name} {kind}\n" in text, name
     assert "\nlitelb_is_leader 1.0\n" in text
     assert "\nlitelb_route_writes_total 1.0\n" in text
