@@ -164,7 +164,13 @@ FAULTS: tuple[Callable[[Lab], str], ...] = (
 )
 
 
-def soak(box: Lab, minutes: int, warmup: int) -> int:
+def no_fault(box: Lab) -> str:
+    return "no fault (baseline)"
+
+
+def soak(
+    box: Lab, minutes: int, warmup: int, faults: tuple[Callable[[Lab], str], ...] = FAULTS
+) -> int:
     for address in NODES:
         box.start(address, log={"level": "info"})
     wait_for(lambda: box.hops() == sorted(NODES), 30, "the first route")
@@ -174,7 +180,7 @@ def soak(box: Lab, minutes: int, warmup: int) -> int:
     started = time.monotonic()
     failed: list[str] = []
     for minute in range(1, minutes + 1):
-        fault = FAULTS[(minute - 1) % len(FAULTS)]
+        fault = faults[(minute - 1) % len(faults)]
         what = fault(box)
         try:
             wait_for(lambda: box.hops() == sorted(NODES), 40, "the route back to all three")
@@ -239,13 +245,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument(
         "--warmup", type=int, default=None, help="minutes left out (default 5, a third if shorter)"
     )
+    parser.add_argument(
+        "--baseline", action="store_true", help="no faults: the growth of an idle cluster"
+    )
     args = parser.parse_args(argv)
     minutes = max(2, args.minutes)
     warmup = args.warmup if args.warmup is not None else min(5, minutes // 3)
     with tempfile.TemporaryDirectory(prefix="litelb-soak-") as tmp:
         box = Lab(Path(tmp))
         try:
-            return soak(box, minutes, warmup)
+            return soak(box, minutes, warmup, (no_fault,) if args.baseline else FAULTS)
         except RuntimeError as e:
             print(f"soak: {e}\n{box.dump()}", flush=True)
             return 1
