@@ -5,7 +5,9 @@ Each minute injects the next fault of a fixed rotation (watch cuts, 410 Gone, NS
 429, 503 and unanswered requests, client certificate rotation, SIGHUP, a hung API
 server, EndpointSlice churn), lets it heal, waits for the route to hold all three
 API servers again, and samples each daemon from /proc at the end of the minute.
-Growth is the last sample minus the first one after the warm-up. Exit status 1
+Growth is the lowest of the last three samples minus the lowest of the first three
+after the warm-up; threads and open files are the fewest of five readings a second
+apart (see `sample` and `_least`). Exit status 1
 when a figure is over its target, a daemon died, or the route did not come back.
 Needs root (network namespaces). Usage:
     python -m bench.soak [--minutes 30] [--warmup 5]   (SOAK_MINUTES sets the default)
@@ -19,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +40,40 @@ class Sample:
     minute: int
     rss_kb: int
     threads: int
-    fds: int
+    files: tuple[str, ...]  # what each open file descriptor points at
+
+    @property
+    def fds(self) -> int:
+        return len(self.files)
 
 
-def sample(pid: int, minute: int) -> Sample:
-    threads = len(os.listdir(f"/proc/{pid}/task"))
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    return Sample(minute, rss_kb(pid), threads, fds)
+def _open_files(pid: int) -> tuple[str, ...]:
+    names = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed while we looked
+            continue
+        names.append(target.split(":[", 1)[0] if ":[" in target else target)
+    return tuple(sorted(names))
+
+
+def sample(pid: int, minute: int, readings: int = 5) -> Sample:
+    """The fewest threads and open files of a few readings a second apart: a
+    connection or a thread that exists for a moment is not what grows in a leak."""
+    taken = []
+    for i in range(readings):
+        if i:
+            time.sleep(1.0)
+        taken.append(
+            Sample(minute, rss_kb(pid), len(os.listdir(f"/proc/{pid}/task")), _open_files(pid))
+        )
+    return Sample(
+        minute,
+        taken[-1].rss_kb,
+        min(s.threads for s in taken),
+        min((s.files for s in taken), key=len),
+    )
 
 
 def _pause(box: Lab, seconds: float) -> None:
@@ -134,7 +164,13 @@ FAULTS: tuple[Callable[[Lab], str], ...] = (
 )
 
 
-def soak(box: Lab, minutes: int, warmup: int) -> int:
+def no_fault(box: Lab) -> str:
+    return "no fault (baseline)"
+
+
+def soak(
+    box: Lab, minutes: int, warmup: int, faults: tuple[Callable[[Lab], str], ...] = FAULTS
+) -> int:
     for address in NODES:
         box.start(address, log={"level": "info"})
     wait_for(lambda: box.hops() == sorted(NODES), 30, "the first route")
@@ -144,14 +180,14 @@ def soak(box: Lab, minutes: int, warmup: int) -> int:
     started = time.monotonic()
     failed: list[str] = []
     for minute in range(1, minutes + 1):
-        fault = FAULTS[(minute - 1) % len(FAULTS)]
+        fault = faults[(minute - 1) % len(faults)]
         what = fault(box)
         try:
             wait_for(lambda: box.hops() == sorted(NODES), 40, "the route back to all three")
         except AssertionError:
             failed.append(f"minute {minute}: the route did not come back after: {what}")
         box.nsx.clear_requests()
-        _pause(box, max(0.0, started + minute * MINUTE - time.monotonic()))
+        _pause(box, max(0.0, started + minute * MINUTE - 5.0 - time.monotonic()))
         for address, pid in pids.items():
             samples[address].append(sample(pid, minute))
         figures = "  ".join(
@@ -162,13 +198,25 @@ def soak(box: Lab, minutes: int, warmup: int) -> int:
     return report(samples, warmup, failed)
 
 
+def _least(rows: list[Sample]) -> Sample:
+    """The lowest reading of a few minutes, figure by figure: a leak raises all of them,
+    a connection kept open across one sample only that one."""
+    return Sample(
+        rows[0].minute,
+        min(s.rss_kb for s in rows),
+        min(s.threads for s in rows),
+        min((s.files for s in rows), key=len),
+    )
+
+
 def report(samples: dict[str, list[Sample]], warmup: int, failed: list[str]) -> int:
-    print(f"\ngrowth after the warm-up (minute {warmup} to the end)")
+    print(f"\ngrowth after the warm-up: the lowest of the first three samples from minute {warmup}")
+    print("to the lowest of the last three")
     print("node        | RSS first → last (growth)      | threads | open files")
     over = list(failed)
     for address, rows in samples.items():
         after = [s for s in rows if s.minute >= warmup] or rows[-1:]
-        first, last = after[0], after[-1]
+        first, last = _least(after[:3]), _least(after[-3:])
         grow = last.rss_kb - first.rss_kb
         threads, fds = last.threads - first.threads, last.fds - first.fds
         print(
@@ -181,7 +229,8 @@ def report(samples: dict[str, list[Sample]], warmup: int, failed: list[str]) -> 
         if threads > 0:
             over.append(f"{address}: {threads} more threads (target 0)")
         if fds > 0:
-            over.append(f"{address}: {fds} more open files (target 0)")
+            added = sorted((Counter(last.files) - Counter(first.files)).elements())
+            over.append(f"{address}: {fds} more open files (target 0): {', '.join(added)}")
     print("targets: RSS growth ≤ 4 MB, threads +0, open files +0")
     for line in over:
         print("FAIL", line)
@@ -196,13 +245,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument(
         "--warmup", type=int, default=None, help="minutes left out (default 5, a third if shorter)"
     )
+    parser.add_argument(
+        "--baseline", action="store_true", help="no faults: the growth of an idle cluster"
+    )
     args = parser.parse_args(argv)
     minutes = max(2, args.minutes)
     warmup = args.warmup if args.warmup is not None else min(5, minutes // 3)
     with tempfile.TemporaryDirectory(prefix="litelb-soak-") as tmp:
         box = Lab(Path(tmp))
         try:
-            return soak(box, minutes, warmup)
+            return soak(box, minutes, warmup, (no_fault,) if args.baseline else FAULTS)
         except RuntimeError as e:
             print(f"soak: {e}\n{box.dump()}", flush=True)
             return 1

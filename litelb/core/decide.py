@@ -21,7 +21,7 @@ class LeaderTimeouts:
 
     takeover_after: float = 1.0  # the leader must look dead this long before a takeover
     stale_after: float = 10.0  # the route may keep a hop the EndpointSlices dropped this long
-    hold_down: float = 30.0  # no takeover this long after this node's last takeover or loss
+    hold_down: float = 30.0  # no takeover this long after a change of leader this node saw
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class TimerStarts:
     now: float
     dead_since: Mapping[str, float] = field(default_factory=dict)
     stale_since: Optional[float] = None
-    hold_down_since: Optional[float] = None  # this node's last takeover, or its displacement
+    # this node's last takeover, or the last change to another leader it saw
+    hold_down_since: Optional[float] = None
 
 
 @dataclass(frozen=True)
