@@ -188,6 +188,9 @@ class Reconciler:
         if not view.synced:
             return Decision(Action.NOOP, Reason.NOT_SYNCED), False
         actual = self._store.get_route()
+        # The timers start when the route was seen, not before the read: a hold-down must
+        # never begin before the change it reacts to.
+        now = self._clock()
         timeouts = self._settings.timeouts
         last_leader = m.actual.leader if m.actual is not None else None
         m.actual = actual
