@@ -29,6 +29,7 @@ from litelb.config import Config, KubernetesConfig
 from litelb.core.decide import own_identity
 from litelb.identity import identity_error
 from litelb.model import CheckResult, EndpointSnapshot
+from litelb.status import fetch_status, status_url
 
 
 def run_checks(cfg: Config) -> list[CheckResult]:
@@ -99,7 +100,7 @@ def nsx_checks(cfg: Config) -> list[CheckResult]:
     client, tier1 = working
     try:
         results.extend(_tier1_checks(tier1))
-        results.append(_route_check(cfg, client))
+        results.extend(_route_checks(cfg, client))
     finally:
         client.close()
     return results
@@ -127,24 +128,68 @@ def _tier1_checks(tier1: Tier1Info) -> list[CheckResult]:
     return results
 
 
-def _route_check(cfg: Config, client: NsxClient) -> CheckResult:
+def _route_checks(cfg: Config, client: NsxClient) -> list[CheckResult]:
     path = cfg.nsx.route_path
     try:
         route = client.get_route()
     except NsxError as e:
-        return CheckResult("FAIL", f"route {path}: {e}")
+        return [CheckResult("FAIL", f"route {path}: {e}")]
     if route is None:
-        return CheckResult("ok", f"route {path} does not exist yet; the leader will create it")
+        return [CheckResult("ok", f"route {path} does not exist yet; the leader will create it")]
     if not route.managed:
+        return [
+            CheckResult(
+                "FAIL",
+                f"route {path} exists without the tag litelb/managed-by=litelb: litelb will "
+                "not touch it; delete it in NSX or choose another nsx.route_id",
+            )
+        ]
+    results = [
+        CheckResult(
+            "ok",
+            f"route {path} is litelb's: leader {route.leader or '(none)'}, "
+            f"next hops {', '.join(route.next_hops)}",
+        )
+    ]
+    if route.leader is not None and _names_this_host(cfg, route.leader):
+        results.append(_writer_check(cfg, route.leader))
+    return results
+
+
+def _names_this_host(cfg: Config, leader: str) -> bool:
+    if leader == cfg.kubernetes.node_address:
+        return True
+    try:
+        return leader in local_addresses()
+    except VipError:
+        return False
+
+
+def _writer_check(cfg: Config, leader: str) -> CheckResult:
+    """Two nodes with one identity would both write as the leader. The route names this
+    host: its own daemon must be running and know itself as that leader."""
+    if not cfg.metrics.enabled:
+        return CheckResult(
+            "warn",
+            f"the route names this node ({leader}) as its leader; with metrics.listen empty "
+            "this check cannot ask the daemon here whether it is the one writing",
+        )
+    try:
+        status = fetch_status(cfg.metrics)
+    except OSError:
         return CheckResult(
             "FAIL",
-            f"route {path} exists without the tag litelb/managed-by=litelb: litelb will not "
-            "touch it; delete it in NSX or choose another nsx.route_id",
+            f"the route names this node ({leader}) as its leader, but no litelb daemon answers "
+            f"here ({status_url(cfg.metrics)}): another node uses the same identity "
+            "(kubernetes.node_address), or this daemon stopped without handing over",
         )
+    if status.get("node") == leader and status.get("leader") is True:
+        return CheckResult("ok", f"this node ({leader}) leads the route, and its daemon knows it")
     return CheckResult(
-        "ok",
-        f"route {path} is litelb's: leader {route.leader or '(none)'}, "
-        f"next hops {', '.join(route.next_hops)}",
+        "FAIL",
+        f"the route names this node ({leader}) as its leader, but the litelb daemon here is "
+        f"{status.get('node')!r} and not the leader: another node uses the same identity "
+        "(kubernetes.node_address)",
     )
 
 

@@ -17,11 +17,9 @@ from litelb.config import (
     DEFAULT_PATH,
     EX_CONFIG,
     ConfigError,
-    MetricsConfig,
     load,
     load_metrics,
 )
-from litelb.hostport import join_host_port
 
 EX_OK, EX_FAIL = 0, 1
 
@@ -104,27 +102,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EX_FAIL if any(r.level == "FAIL" for r in results) else EX_OK
 
 
-def status_url(metrics: MetricsConfig) -> str:
-    # A daemon listening on every address answers on the loopback.
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(metrics.host, metrics.host)
-    return f"http://{join_host_port(host, metrics.port)}/status"
-
-
-def fetch_status(metrics: MetricsConfig, timeout: float = 3.0) -> dict:
-    import urllib.error
-    import urllib.request
-
-    if not metrics.enabled:
-        raise OSError("metrics.listen is empty, so the daemon serves no /status")
-    url = status_url(metrics)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise OSError(f"cannot read {url}: {e}; is litelb running?") from e
-
-
 def cmd_status(args: argparse.Namespace) -> int:
+    from litelb.status import fetch_status
+
     try:
         status = fetch_status(load_metrics(args.config))
     except OSError as e:

@@ -1,10 +1,14 @@
-"""The daemon's status as typed values, and its one serialization: the JSON of /status."""
+"""The daemon's status as typed values, its one serialization (the JSON of /status), and
+how `litelb status` and `litelb check` read it from a running daemon."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
+
+from litelb.config import MetricsConfig
+from litelb.hostport import join_host_port
 
 
 @dataclass(frozen=True)
@@ -104,3 +108,25 @@ def status_json(s: DaemonStatus) -> dict[str, Any]:
             "last_error": s.kubernetes.last_error,
         },
     }
+
+
+def status_url(metrics: MetricsConfig) -> str:
+    # A daemon listening on every address answers on the loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(metrics.host, metrics.host)
+    return f"http://{join_host_port(host, metrics.port)}/status"
+
+
+def fetch_status(metrics: MetricsConfig, timeout: float = 3.0) -> dict:
+    """The /status of the daemon on this host; OSError says why it cannot be read."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    if not metrics.enabled:
+        raise OSError("metrics.listen is empty, so the daemon serves no /status")
+    url = status_url(metrics)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise OSError(f"cannot read {url}: {e}; is litelb running?") from e

@@ -168,3 +168,20 @@ def test_check_asks_every_manager(box: Lab) -> None:
     assert f"ok NSX manager {box.nsx.url}: TLS and credentials ok" in lines
     assert any("advertises TIER1_STATIC_ROUTES" in line for line in lines), lines
     assert any(line.startswith("ok route ") for line in lines), lines
+
+
+def test_check_finds_a_second_node_with_this_nodes_identity(box: Lab) -> None:
+    node = box.start(A)
+    wait_for(lambda: box.leader() == A, 10, "A leads", node)
+    mine = box.run_cli("check", "-c", str(node.config_path))
+    assert any(
+        line.startswith("ok") and f"this node ({A}) leads the route" in line
+        for line in mine.stdout.splitlines()
+    ), mine.stdout
+    # A copy of A's configuration on another host: its daemon is not the writer.
+    copy = box.run_cli("check", "-c", config(box, metrics={"listen": "127.0.0.1:9699"}))
+    assert copy.returncode == 1
+    assert any(
+        line.startswith("FAIL") and "same identity (kubernetes.node_address)" in line
+        for line in copy.stdout.splitlines()
+    ), copy.stdout

@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from litelb.cli import status_url
 from litelb.config import MetricsConfig
 from litelb.hostport import join_host_port, split_host_port
+from litelb.status import status_url
 
 
 @pytest.mark.parametrize(
