@@ -45,7 +45,7 @@ class Route:
     """A static route as litelb sees it: what NSX holds or what litelb wants it to hold.
 
     `revision` is NSX's `_revision` of the object read; None for a desired route.
-    `plain_hops` is False when NSX holds a next hop with an admin distance other
+    `hops_as_litelb_writes` is False when NSX holds a next hop with an admin distance other
     than 1 or a scope, which litelb never writes, so such a route never equals a
     desired one.
     """
@@ -55,7 +55,7 @@ class Route:
     display_name: str = ""
     tags: tuple[Tag, ...] = ()
     revision: Optional[int] = None
-    plain_hops: bool = True
+    hops_as_litelb_writes: bool = True
 
     def tag_value(self, scope: str) -> Optional[str]:
         for t in self.tags:

@@ -219,7 +219,7 @@ def route_from_body(body: Any) -> Route:
     Anything not shaped as NSX documents raises InvalidBody, so nothing is ever
     decided or written from it. Next hops come sorted; a hop litelb would never
     write (admin distance other than 1, a scope, no address) clears
-    `plain_hops` so the route never equals a desired one.
+    `hops_as_litelb_writes` so the route never equals a desired one.
     """
     if not isinstance(body, dict):
         raise InvalidBody(f"the route is {type(body).__name__}, not a JSON object")
@@ -250,7 +250,7 @@ def route_from_body(body: Any) -> Route:
         display_name=_field(body, "display_name", str, ""),
         tags=tuple(tags),
         revision=_field(body, "_revision", int),
-        plain_hops=plain,
+        hops_as_litelb_writes=plain,
     )
 
 
@@ -265,7 +265,7 @@ def read_back_matches(read: Route, written: Route, route_id: str) -> bool:
     """Whether NSX's `read` route is the `written` one (order of hops and tags aside)."""
     return (
         _same_network(read.network, written.network)
-        and read.plain_hops
+        and read.hops_as_litelb_writes
         and read.next_hops == tuple(sorted(map(_normal_ip, written.next_hops), key=_hop_key))
         and read.display_name == (written.display_name or route_id)
         and sorted((t.scope, t.tag) for t in read.tags)

@@ -74,7 +74,7 @@ def same_route(desired: Route, actual: Optional[Route]) -> bool:
     return (
         actual.network == desired.network
         and tuple(sorted(actual.next_hops, key=ip_sort_key)) == desired.next_hops
-        and actual.plain_hops
+        and actual.hops_as_litelb_writes
         and actual.display_name == desired.display_name
         and all(actual.tag_value(s) == desired.tag_value(s) for s in LITELB_SCOPES)
     )

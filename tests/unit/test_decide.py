@@ -70,7 +70,13 @@ ALL = (A, B, C)
         # fail-static: nothing healthy, nothing written
         (View(A, ALL, ()), route(ALL, A), None, Action.NOOP, Reason.NO_HEALTHY_ENDPOINTS),
         # an admin distance changed in the UI is drift
-        (View(A, ALL, ALL), route(ALL, A, plain_hops=False), None, Action.WRITE, Reason.DRIFT),
+        (
+            View(A, ALL, ALL),
+            route(ALL, A, hops_as_litelb_writes=False),
+            None,
+            Action.WRITE,
+            Reason.DRIFT,
+        ),
         # a follower with a live leader follows
         (View(B, ALL, ALL), route(ALL, A), None, Action.NOOP, Reason.NOT_LEADER),
         # leader dead for takeover_after: take over

@@ -214,7 +214,7 @@ def test_route_from_body_sorts_hops_keeps_tag_order_and_revision() -> None:
     assert route.next_hops == ("10.20.4.2", "10.20.4.3", "10.20.4.10")
     assert [t.scope for t in route.tags] == [LEADER_SCOPE, MANAGED_BY_SCOPE, VIP_SCOPE]
     assert route.revision == 7
-    assert route.plain_hops
+    assert route.hops_as_litelb_writes
     assert route.managed
     assert route.leader == "10.20.4.2"
     assert read_back_matches(route, DESIRED, "litelb-192-168-160-249")
@@ -238,7 +238,7 @@ def test_route_round_trip() -> None:
 def test_a_hop_litelb_never_writes_makes_the_route_differ(hop: dict) -> None:
     body = nsx_body(next_hops=[{"ip_address": "10.20.4.2", "admin_distance": 1}, hop])
     route = route_from_body(body)
-    assert not route.plain_hops
+    assert not route.hops_as_litelb_writes
     desired = Route(DESIRED.network, ("10.20.4.2", "10.20.4.3"), DESIRED.display_name, TAGS)
     assert not read_back_matches(route, desired, "r")
 
