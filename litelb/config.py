@@ -588,6 +588,9 @@ def _url(t: _Table, key: str, url: str, *, allow_loopback_http: bool) -> str:
     except ValueError as e:
         # urllib's own words: "Invalid IPv6 URL", "Port out of range 0-65535", ...
         raise t.error(key, f"'{url}' is not a valid URL: {e}") from None
+    # Python 3.9's urllib accepts any text in brackets; later versions refuse it.
+    if "[" in parts.netloc and not _is_ipv6(host):
+        raise t.error(key, f"'{url}' is not a valid URL: brackets must hold an IPv6 address")
     scheme = parts.scheme.lower()
     loopback_http = allow_loopback_http and scheme == "http" and _is_loopback(host)
     if scheme != "https" and not loopback_http:
@@ -605,6 +608,14 @@ def _url(t: _Table, key: str, url: str, *, allow_loopback_http: bool) -> str:
     if parts.query or parts.fragment:
         raise t.error(key, f"'{url}' must not have a query or fragment")
     return url.rstrip("/")
+
+
+def _is_ipv6(host: Optional[str]) -> bool:
+    try:
+        ipaddress.IPv6Address(host or "")
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback(host: Optional[str]) -> bool:

@@ -19,8 +19,10 @@ def test_ten_api_servers_give_a_stable_eight(tmp_path: Path) -> None:
         node = box.start(TEN[0])
         lowest = sorted(TEN, key=lambda a: int(a.rsplit(".", 1)[1]))
         wait_for(lambda: box.hops() == sorted(lowest[:8]), 10, "the lowest 8", node)
-        status = box.status(node)
-        assert status["route"]["in_sync"] is True
+        # /status is published after the write is read back: wait for it to settle.
+        status = wait_for(
+            lambda: (s := box.status(node))["route"]["in_sync"] and s, 10, "status in sync", node
+        )
         assert status["route"]["left_out_next_hops"] == lowest[8:]
         assert "NSX holds at most 8 next hops" in node.log()
         # One of the eight leaves: the lowest of the two left out takes its place.
