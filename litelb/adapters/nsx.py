@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import re
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from litelb.adapters.nsx_auth import Auth, auth_for
 from litelb.backoff import AUTH_RETRY, Backoff, BackoffPolicy
-from litelb.config import NsxConfig
+from litelb.config import NsxConfig, Secret
 from litelb.engine.store import RouteStoreAuthError, RouteStoreConflictError, RouteStoreError
 from litelb.model import Route, Tag, ip_sort_key
 
@@ -415,7 +416,10 @@ class NsxClient:
         auth_retry_after: float = AUTH_RETRY,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = SystemRandom().random,
+        reread_password: Optional[Callable[[], Optional[Secret]]] = None,
     ) -> None:
+        """`reread_password` reads the NSX password again after NSX rejected the one
+        in use; it returns None (having said why) when it cannot."""
         if not cfg.managers:
             raise ValueError("[nsx] managers must name at least one manager")
         if not cfg.route_id:
@@ -441,6 +445,10 @@ class NsxClient:
         self._reachable: Optional[bool] = None
         self._auth_failure: Optional[NsxAuthError] = None
         self._auth_blocked_until = 0.0
+        self._reread_password = reread_password
+        # Set by any thread (systemctl reload), taken up by the one using the client.
+        self._new_password: Optional[Secret] = None
+        self._new_password_lock = threading.Lock()
         if cfg.insecure and not self._fingerprint:
             self._silence_insecure_warnings()
 
@@ -483,6 +491,12 @@ class NsxClient:
     def reachable(self) -> Optional[bool]:
         """Whether the last request got an answer from NSX; None before the first."""
         return self._reachable
+
+    def set_password(self, password: Secret) -> None:
+        """Use `password` from the next request on (callable from any thread); a new
+        one ends the wait after an authentication failure."""
+        with self._new_password_lock:
+            self._new_password = password
 
     # --- operations -------------------------------------------------------
 
@@ -676,6 +690,32 @@ class NsxClient:
     def _exchange(
         self, m: _Manager, method: str, url_path: str, **kwargs: Any
     ) -> requests.Response:
+        """The request on manager `m`; when NSX rejects the password and it has been
+        changed since it was read, once more at once with the new one."""
+        resp = self._exchange_once(m, method, url_path, **kwargs)
+        if resp.status_code in (401, 403) and self._password_changed():
+            log.info("NSX manager %s rejected the password; trying the new one", m.url)
+            resp = self._exchange_once(m, method, url_path, **kwargs)
+        return resp
+
+    def _password_changed(self) -> bool:
+        """Read the password again; True when it differs from the one in use."""
+        if self._reread_password is None:
+            return False
+        password = self._reread_password()
+        return password is not None and self._use_password(password)
+
+    def _use_password(self, password: Secret) -> bool:
+        if not self._auth.use_password(password):
+            return False
+        # A session belongs to the password it was created with.
+        for m in self._managers:
+            m.logged_in = False
+        return True
+
+    def _exchange_once(
+        self, m: _Manager, method: str, url_path: str, **kwargs: Any
+    ) -> requests.Response:
         """The request on manager `m`, logging in first and once more if the session expired."""
         send = partial(self._send, m)
         if self._auth.needs_login and not m.logged_in:
@@ -704,10 +744,17 @@ class NsxClient:
         A round tries each manager that does not answer at all once, at once; a
         manager that answers 'later' (429, 502, 503, 504) ends the round, since
         asking its peers would only add load to a cluster under stress."""
+        with self._new_password_lock:
+            new_password, self._new_password = self._new_password, None
+        if new_password is not None and self._use_password(new_password):
+            self._auth_failure = None
         if self._auth_failure is not None:
             if self._clock() < self._auth_blocked_until:
                 raise self._auth_failure.again()
             self._auth_failure = None
+            # The operator may have replaced the password while litelb waited; a
+            # login with the one NSX already refused would only count towards lockout.
+            self._password_changed()
         url_path = API + path
         if method in ("PUT", "PATCH", "DELETE"):
             kwargs["headers"] = {**kwargs.get("headers", {}), **_WRITE_HEADERS}

@@ -1,0 +1,72 @@
+"""NSX credentials replaced while the daemon runs: the password (after NSX refuses
+the old one, and on `systemctl reload`) and a principal identity's client
+certificate. Writes go on without a restart, and NSX never sees a burst of bad
+logins that would lock the account."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.integration.lab import NODES, PASSWORD, Lab, Node, wait_for
+
+pytestmark = pytest.mark.netns
+A, B, C = NODES
+NEW_PASSWORD = "rotated-Secret-2"
+
+
+def write_password(box: Lab, password: str) -> None:
+    box.password_file.write_text(password + "\n")
+    box.password_file.chmod(0o600)
+
+
+def reload(node: Node) -> None:
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGHUP)
+
+
+def assert_no_secret(box: Lab, node: Node) -> None:
+    for text in (node.log(), box.http_get(node, "/metrics")[1], str(box.status(node))):
+        assert PASSWORD not in text and NEW_PASSWORD not in text
+
+
+def test_a_new_password_is_read_when_nsx_refuses_the_old_one(box: Lab) -> None:
+    node = box.start(A)
+    wait_for(lambda: box.hops() == sorted(NODES), 10, "route written", node)
+    # The operator writes the new password, then changes it in NSX.
+    write_password(box, NEW_PASSWORD)
+    box.nsx.set_password(NEW_PASSWORD)
+    box.kube.set_endpoints([A, B])
+    # One refused request, the file read again, the request repeated at once.
+    wait_for(lambda: box.hops() == [A, B], 10, "route written with the new password", node)
+    assert len(box.nsx.login_failures()) <= 1, box.nsx.login_failures()
+    assert node.alive()
+    assert_no_secret(box, node)
+
+
+def test_systemctl_reload_ends_the_wait_after_a_refused_login(box: Lab) -> None:
+    node = box.start(A, nsx={"auth": "session"})
+    wait_for(lambda: box.hops() == sorted(NODES), 10, "route written", node)
+    # NSX's password changes first: the next login is refused and litelb waits.
+    box.nsx.set_password(NEW_PASSWORD)
+    box.nsx.expire_sessions()
+    box.kube.set_endpoints([A, B])
+    wait_for(lambda: box.nsx.login_failures(), 10, "a refused login", node)
+    time.sleep(2)
+    assert len(box.nsx.login_failures()) == 1, "litelb retried a refused password at once"
+    write_password(box, NEW_PASSWORD)
+    reload(node)
+    wait_for(lambda: box.hops() == [A, B], 10, "route written after systemctl reload", node)
+    assert len(box.nsx.login_failures()) == 1
+    # A password file that is no longer private is refused; the password in use stays.
+    box.password_file.chmod(0o644)
+    reload(node)
+    wait_for(lambda: "readable by others" in node.log(), 5, "the refusal logged", node)
+    box.nsx.expire_sessions()
+    box.kube.set_endpoints([A, C])
+    wait_for(lambda: box.hops() == [A, C], 10, "route written with the password kept", node)
+    assert len(box.nsx.login_failures()) == 1
+    assert node.alive()
+    assert_no_secret(box, node)
