@@ -25,7 +25,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from litelb.adapters.nsx_auth import Auth, auth_for
+from litelb.adapters.nsx_auth import Auth, CertificateAuth, auth_for
+from litelb.adapters.nsx_tls import TlsFiles
 from litelb.backoff import AUTH_RETRY, Backoff, BackoffPolicy
 from litelb.config import NsxConfig, Secret
 from litelb.engine.store import RouteStoreAuthError, RouteStoreConflictError, RouteStoreError
@@ -435,11 +436,14 @@ class NsxClient:
         self._auth: Auth = auth_for(cfg)
         self._timeout = (cfg.timeout, cfg.timeout)
         self._fingerprint = _fingerprint(cfg.thumbprint) if cfg.thumbprint else ""
-        self._verify: Any = True
-        if cfg.insecure or self._fingerprint:
-            self._verify = False
-        elif cfg.ca_file:
-            self._verify = cfg.ca_file
+        verified_by_ca = not (cfg.insecure or self._fingerprint)
+        certificate = isinstance(self._auth, CertificateAuth)
+        self._tls = TlsFiles(
+            cfg.client_cert if certificate else "",
+            cfg.client_key if certificate else "",
+            cfg.ca_file if verified_by_ca else "",
+        )
+        self._verify: Any = verified_by_ca
         self._managers = [self._connect(_manager_url(m)) for m in cfg.managers]
         self._current = 0
         self._reachable: Optional[bool] = None
@@ -457,12 +461,27 @@ class NsxClient:
         # The configuration is the only source of truth: no proxy, CA bundle or
         # .netrc credentials from the environment.
         session.trust_env = False
-        session.verify = self._verify
         session.headers["Accept"] = "application/json"
         if self._fingerprint:
             session.mount("https://", _PinnedAdapter(self._fingerprint))
         self._auth.configure(session)
+        self._use_tls_files(session)
         return _Manager(url, session)
+
+    def _use_tls_files(self, session: requests.Session) -> None:
+        session.verify = self._tls.ca_bundle or self._verify
+        session.cert = self._tls.client_cert
+
+    def _refresh_tls_files(self) -> None:
+        """Follow a rotated client certificate or CA bundle: connections made with
+        the old ones are closed, so NSX sees the new ones from the next request on."""
+        if not self._tls.refresh():
+            return
+        for m in self._managers:
+            self._use_tls_files(m.session)
+            # Open connections keep the identity of their handshake.
+            for adapter in m.session.adapters.values():
+                adapter.close()
 
     def _silence_insecure_warnings(self) -> None:
         # urllib3 warns on every unverified request; the daemon warns once at start
@@ -618,6 +637,7 @@ class NsxClient:
                     log.debug("logout from %s failed: %s", m.url, _short_cause(exc))
                 m.logged_in = False
             m.session.close()
+        self._tls.close()
 
     # --- plumbing ---------------------------------------------------------
 
@@ -744,6 +764,7 @@ class NsxClient:
         A round tries each manager that does not answer at all once, at once; a
         manager that answers 'later' (429, 502, 503, 504) ends the round, since
         asking its peers would only add load to a cluster under stress."""
+        self._refresh_tls_files()
         with self._new_password_lock:
             new_password, self._new_password = self._new_password, None
         if new_password is not None and self._use_password(new_password):

@@ -128,16 +128,12 @@ class SessionAuth(Auth):
 
 
 class CertificateAuth(Auth):
-    """A principal identity: mutual TLS with a client certificate, no password."""
+    """A principal identity: mutual TLS with a client certificate, no password.
+
+    The NSX client presents the certificate: it follows the files on disk."""
 
     kind = "certificate"
     hint = "check client_cert and client_key and that NSX knows this principal identity"
-
-    def __init__(self, cert: str, key: str) -> None:
-        self._cert = (cert, key) if key else cert
-
-    def configure(self, session: requests.Session) -> None:
-        session.cert = self._cert
 
 
 def auth_for(cfg: NsxConfig) -> Auth:
@@ -145,7 +141,7 @@ def auth_for(cfg: NsxConfig) -> Auth:
     if cfg.auth == "certificate":
         if not cfg.client_cert:
             raise ValueError("[nsx] auth = 'certificate' needs client_cert")
-        return CertificateAuth(cfg.client_cert, cfg.client_key)
+        return CertificateAuth()
     if cfg.auth not in ("basic", "session"):
         raise ValueError(f"[nsx] auth must be basic, session or certificate, not {cfg.auth!r}")
     if cfg.password is None:

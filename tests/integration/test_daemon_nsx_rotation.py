@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.integration.lab import NODES, PASSWORD, Lab, Node, wait_for
+from tests.integration.test_daemon_nsx_faults import principal, use_tls_nsx_with_principals
+from tests.pki import serial
 
 pytestmark = pytest.mark.netns
 A, B, C = NODES
@@ -70,3 +73,28 @@ def test_systemctl_reload_ends_the_wait_after_a_refused_login(box: Lab) -> None:
     assert len(box.nsx.login_failures()) == 1
     assert node.alive()
     assert_no_secret(box, node)
+
+
+def test_a_rotated_principal_certificate_is_used_without_restart(box: Lab) -> None:
+    use_tls_nsx_with_principals(box)
+    nsx = principal(box, "litelb-node-a")
+    node = box.start(A, nsx=nsx)
+    wait_for(lambda: box.hops() == sorted(NODES), 10, "route written", node)
+    cert, key = nsx["client_cert"], nsx["client_key"]
+    old = serial(cert)
+    # The same principal identity gets a new certificate; NSX forgets the old one.
+    box.pki.client_cert("litelb-node-a")
+    assert serial(cert) != old
+    box.nsx.revoke_certificate(old)
+    box.kube.set_endpoints([A, B])
+    wait_for(lambda: box.hops() == [A, B], 10, "route written with the new certificate", node)
+    refused = [w for w in box.nsx.writes() if w.status == 403]
+    assert refused == [], refused
+    # A key that does not match the certificate is refused; the pair in use stays.
+    _, other_key = box.pki.client_cert("someone-else")
+    seen = len(node.log())
+    Path(key).write_bytes(other_key.read_bytes())
+    wait_for(lambda: "is not the key of" in node.log()[seen:], 10, "the mismatch logged", node)
+    box.kube.set_endpoints([A, C])
+    wait_for(lambda: box.hops() == [A, C], 10, "route written with the pair kept", node)
+    assert node.alive()
