@@ -424,6 +424,7 @@ class NsxSimulator:
         self._pending_deletes: dict[_Key, float] = {}  # until (monotonic) re-creation fails
         self._server = _Server((host, port), self)
         self._tls = tls_cert is not None
+        self._client_ca = client_ca
         if tls_cert is not None:
             try:
                 self._server.socket = self._tls_context(tls_cert, tls_key, client_ca).wrap_socket(
@@ -602,6 +603,18 @@ class NsxSimulator:
     def expire_sessions(self) -> None:
         with self._lock:
             self._sessions.clear()
+
+    def use_certificate(self, cert: str, key: Optional[str] = None) -> None:
+        """Serve a new certificate (a renewed manager certificate, perhaps from another
+        CA) from the next connection on; open connections are closed."""
+        if not self._tls:
+            raise ValueError("this simulator serves plain HTTP")
+        listening = self._server.socket
+        assert isinstance(listening, ssl.SSLSocket)
+        # accept() wraps each connection with the listening socket's context; the
+        # public setter works only on connected sockets.
+        listening._context = self._tls_context(cert, key, self._client_ca)
+        self._server.close_connections()
 
     def set_password(self, password: str) -> None:
         """An operator changing the NSX user's password; sessions already open stay valid."""

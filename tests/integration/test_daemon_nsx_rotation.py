@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.lab import NODES, PASSWORD, Lab, Node, wait_for
 from tests.integration.test_daemon_nsx_faults import principal, use_tls_nsx_with_principals
-from tests.pki import serial
+from tests.pki import Pki, serial
 
 pytestmark = pytest.mark.netns
 A, B, C = NODES
@@ -97,4 +97,27 @@ def test_a_rotated_principal_certificate_is_used_without_restart(box: Lab) -> No
     wait_for(lambda: "is not the key of" in node.log()[seen:], 10, "the mismatch logged", node)
     box.kube.set_endpoints([A, C])
     wait_for(lambda: box.hops() == [A, C], 10, "route written with the pair kept", node)
+    assert node.alive()
+
+
+def test_a_replaced_nsx_ca_bundle_is_used_without_restart(box: Lab, tmp_path: Path) -> None:
+    use_tls_nsx_with_principals(box)
+    ca_file = tmp_path / "nsx-ca.pem"
+    ca_file.write_bytes(box.pki.ca_cert.read_bytes())
+    node = box.start(A, nsx={"ca_file": str(ca_file), "managers": [box.nsx.url]})
+    wait_for(lambda: box.hops() == sorted(NODES), 10, "route written", node)
+    # A bundle that does not load is refused; new connections still verify NSX.
+    seen = len(node.log())
+    ca_file.write_text("not a certificate\n")
+    wait_for(lambda: "not a PEM CA bundle" in node.log()[seen:], 10, "the refusal logged", node)
+    box.nsx.use_certificate(str(box.pki.server_cert), str(box.pki.server_key))
+    box.kube.set_endpoints([A, B])
+    wait_for(lambda: box.hops() == [A, B], 10, "route written with the bundle kept", node)
+    # The managers get certificates from a new CA, and the bundle names it.
+    renewed = Pki(tmp_path / "pki-renewed", server_ips=("127.0.0.1",))
+    ca_file.write_bytes(renewed.ca_cert.read_bytes())
+    wait_for(lambda: "now using" in node.log()[seen:], 10, "the new bundle loaded", node)
+    box.nsx.use_certificate(str(renewed.server_cert), str(renewed.server_key))
+    box.kube.set_endpoints([A, C])
+    wait_for(lambda: box.hops() == [A, C], 10, "route written to the renewed NSX", node)
     assert node.alive()
