@@ -90,7 +90,7 @@ class Daemon:
         self.nsx = NsxClient(
             config.nsx,
             on_request=self._on_nsx_request,
-            reread_password=self.passwords.read if config.nsx.password is not None else None,
+            reread_password=self.passwords.read if config.nsx.auth != "certificate" else None,
         )
         self.engine = Engine(
             engine_settings(config),
