@@ -25,7 +25,7 @@ from litelb.adapters.nsx import NsxClient
 from litelb.adapters.probe import Prober, tls_context
 from litelb.adapters.systemd import Notifier
 from litelb.adapters.vip import VipError, VipManager, local_addresses
-from litelb.config import Config, ConfigError, load
+from litelb.config import Config, ConfigError, Secret, load
 from litelb.core.decide import LeaderTimeouts
 from litelb.engine import Engine, EngineSettings, stall_limit
 from litelb.metrics import Metrics
@@ -84,7 +84,14 @@ class Daemon:
         self.stop_event = threading.Event()
         self.vip = VipManager(config.vip.address, config.vip.interface)
         self.vip_present: Optional[bool] = None
-        self.nsx = NsxClient(config.nsx, on_request=self._on_nsx_request)
+        self.passwords = PasswordReloader(config.path)
+        # The password read last at start or reload.
+        self.password = config.nsx.password
+        self.nsx = NsxClient(
+            config.nsx,
+            on_request=self._on_nsx_request,
+            reread_password=self.passwords.read if config.nsx.auth != "certificate" else None,
+        )
         self.engine = Engine(
             engine_settings(config),
             self.nsx,
@@ -255,6 +262,25 @@ class Daemon:
             ),
         )
 
+    # -- systemctl reload -----------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: the log level and the NSX password are read again."""
+        try:
+            cfg = load(self.cfg.path)
+        except ConfigError as e:
+            log.error("SIGHUP: not reloading, the configuration has an error: %s", e)
+            return
+        logs.set_level(cfg.log.level)
+        log.info("SIGHUP: log level is now %s", cfg.log.level)
+        password = cfg.nsx.password
+        if password is not None and self.password is not None and password != self.password:
+            self.password = password
+            self.nsx.set_password(password)
+            log.info("SIGHUP: the NSX password changed; using the new one")
+            # Failures with the old password must not delay the first try of the new one.
+            self.engine.retry_now()
+
     # -- the main loop -------------------------------------------------------------
 
     def serve(self) -> None:
@@ -363,7 +389,7 @@ def run(config: Config) -> int:
         daemon.stop_event.set()
 
     def on_hup(signum: int, frame: Optional[FrameType]) -> None:
-        reload_log_level(config.path)
+        daemon.reload()
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
@@ -379,11 +405,28 @@ def run(config: Config) -> int:
     return 0
 
 
-def reload_log_level(path: str) -> None:
-    try:
-        level = load(path).log.level
-    except ConfigError as e:
-        log.error("SIGHUP: not reloading, the configuration has an error: %s", e)
-        return
-    logs.set_level(level)
-    log.info("SIGHUP: log level is now %s", level)
+class PasswordReloader:
+    """Reads the NSX password again from wherever it comes from (litelb.toml,
+    password_file, the systemd credential, the environment). A source that cannot
+    be read is logged once, and the password in use stays."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._last_error = ""
+
+    def read(self) -> Optional[Secret]:
+        try:
+            password = load(self._path).nsx.password
+        except ConfigError as e:
+            self._failed(str(e))
+            return None
+        if password is None:
+            self._failed(f"{self._path} no longer asks for a password")
+            return None
+        self._last_error = ""
+        return password
+
+    def _failed(self, why: str) -> None:
+        if why != self._last_error:
+            self._last_error = why
+            log.error("cannot read the NSX password again, keeping the one in use: %s", why)

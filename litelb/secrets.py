@@ -137,7 +137,7 @@ def require_file(path: str) -> None:
         raise FileCheckError(f"{path} does not exist or is not a file")
 
 
-def require_key_pair(cert: str, key: str) -> None:
+def require_key_pair(cert: str, key: Optional[str]) -> None:
     """The certificate and key load as TLS would load them, and belong together."""
 
     def no_passphrase() -> bytes:

@@ -358,6 +358,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _principal(self) -> Optional[str]:
         peer = self.request.getpeercert() if isinstance(self.request, ssl.SSLSocket) else None
+        if peer and int(str(peer.get("serialNumber", "0")), 16) in self.server.sim._revoked:
+            # NSX no longer knows this principal identity's certificate.
+            return None
         for rdn in (peer or {}).get("subject", ()):
             for name, value in rdn:
                 if name == "commonName":
@@ -413,12 +416,15 @@ class NsxSimulator:
         self._black_hole = False
         self._realization = "REALIZED"
         self._failed_logins = 0
+        self._login_failures: list[float] = []  # monotonic times of refused passwords
+        self._revoked: set[int] = set()  # serials of client certificates no longer accepted
         self._locked_until = 0.0
         self._sessions: dict[str, str] = {}  # JSESSIONID -> XSRF token
         self._delete_delay = 0.0
         self._pending_deletes: dict[_Key, float] = {}  # until (monotonic) re-creation fails
         self._server = _Server((host, port), self)
         self._tls = tls_cert is not None
+        self._client_ca = client_ca
         if tls_cert is not None:
             try:
                 self._server.socket = self._tls_context(tls_cert, tls_key, client_ca).wrap_socket(
@@ -597,6 +603,34 @@ class NsxSimulator:
     def expire_sessions(self) -> None:
         with self._lock:
             self._sessions.clear()
+
+    def use_certificate(self, cert: str, key: Optional[str] = None) -> None:
+        """Serve a new certificate (a renewed manager certificate, perhaps from another
+        CA) from the next connection on; open connections are closed."""
+        if not self._tls:
+            raise ValueError("this simulator serves plain HTTP")
+        listening = self._server.socket
+        assert isinstance(listening, ssl.SSLSocket)
+        # accept() wraps each connection with the listening socket's context; the
+        # public setter works only on connected sockets.
+        listening._context = self._tls_context(cert, key, self._client_ca)
+        self._server.close_connections()
+
+    def set_password(self, password: str) -> None:
+        """An operator changing the NSX user's password; sessions already open stay valid."""
+        with self._lock:
+            self._password = password
+
+    def login_failures(self) -> list[float]:
+        """When (time.monotonic()) a login or a request was refused for its password."""
+        with self._lock:
+            return list(self._login_failures)
+
+    def revoke_certificate(self, serial: int) -> None:
+        """Refuse the client certificate with this serial (a rotated principal identity):
+        requests made with it are answered 403, even on connections already open."""
+        with self._lock:
+            self._revoked.add(serial)
 
     def ui_put(self, tier1: str, route_id: str, body: dict[str, Any], project: str = "") -> None:
         """An operator replacing (or creating) the route in the NSX UI. ValueError if invalid."""
@@ -885,6 +919,7 @@ class NsxSimulator:
             self._failed_logins = 0
             return True
         self._failed_logins += 1
+        self._login_failures.append(now)
         if self._failed_logins >= self._lockout_after:
             self._failed_logins = 0
             self._locked_until = now + self._lockout_seconds
@@ -958,6 +993,9 @@ class NsxSimulator:
             "set_realization": self.set_realization,
             "delete_delay": self.delete_delay,
             "expire_sessions": self.expire_sessions,
+            "set_password": self.set_password,
+            "login_failures": self.login_failures,
+            "revoke_certificate": self.revoke_certificate,
             "add_tier1": self.add_tier1,
             "ui_put": self.ui_put,
             "ui_delete": self.ui_delete,

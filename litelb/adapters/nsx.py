@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import re
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from litelb.adapters.nsx_auth import Auth, auth_for
+from litelb.adapters.nsx_auth import Auth, CertificateAuth, auth_for
+from litelb.adapters.nsx_tls import TlsFiles
 from litelb.backoff import AUTH_RETRY, Backoff, BackoffPolicy
-from litelb.config import NsxConfig
+from litelb.config import NsxConfig, Secret
 from litelb.engine.store import RouteStoreAuthError, RouteStoreConflictError, RouteStoreError
 from litelb.model import Route, Tag, ip_sort_key
 
@@ -415,7 +417,10 @@ class NsxClient:
         auth_retry_after: float = AUTH_RETRY,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = SystemRandom().random,
+        reread_password: Optional[Callable[[], Optional[Secret]]] = None,
     ) -> None:
+        """`reread_password` reads the NSX password again after NSX rejected the one
+        in use; it returns None (having said why) when it cannot."""
         if not cfg.managers:
             raise ValueError("[nsx] managers must name at least one manager")
         if not cfg.route_id:
@@ -431,16 +436,23 @@ class NsxClient:
         self._auth: Auth = auth_for(cfg)
         self._timeout = (cfg.timeout, cfg.timeout)
         self._fingerprint = _fingerprint(cfg.thumbprint) if cfg.thumbprint else ""
-        self._verify: Any = True
-        if cfg.insecure or self._fingerprint:
-            self._verify = False
-        elif cfg.ca_file:
-            self._verify = cfg.ca_file
+        verified_by_ca = not (cfg.insecure or self._fingerprint)
+        certificate = isinstance(self._auth, CertificateAuth)
+        self._tls = TlsFiles(
+            cfg.client_cert if certificate else "",
+            cfg.client_key if certificate else "",
+            cfg.ca_file if verified_by_ca else "",
+        )
+        self._verify: Any = verified_by_ca
         self._managers = [self._connect(_manager_url(m)) for m in cfg.managers]
         self._current = 0
         self._reachable: Optional[bool] = None
         self._auth_failure: Optional[NsxAuthError] = None
         self._auth_blocked_until = 0.0
+        self._reread_password = reread_password
+        # Set by any thread (systemctl reload), taken up by the one using the client.
+        self._new_password: Optional[Secret] = None
+        self._new_password_lock = threading.Lock()
         if cfg.insecure and not self._fingerprint:
             self._silence_insecure_warnings()
 
@@ -449,12 +461,27 @@ class NsxClient:
         # The configuration is the only source of truth: no proxy, CA bundle or
         # .netrc credentials from the environment.
         session.trust_env = False
-        session.verify = self._verify
         session.headers["Accept"] = "application/json"
         if self._fingerprint:
             session.mount("https://", _PinnedAdapter(self._fingerprint))
         self._auth.configure(session)
+        self._use_tls_files(session)
         return _Manager(url, session)
+
+    def _use_tls_files(self, session: requests.Session) -> None:
+        session.verify = self._tls.ca_bundle or self._verify
+        session.cert = self._tls.client_cert
+
+    def _refresh_tls_files(self) -> None:
+        """Follow a rotated client certificate or CA bundle: connections made with
+        the old ones are closed, so NSX sees the new ones from the next request on."""
+        if not self._tls.refresh():
+            return
+        for m in self._managers:
+            self._use_tls_files(m.session)
+            # Open connections keep the identity of their handshake.
+            for adapter in m.session.adapters.values():
+                adapter.close()
 
     def _silence_insecure_warnings(self) -> None:
         # urllib3 warns on every unverified request; the daemon warns once at start
@@ -483,6 +510,12 @@ class NsxClient:
     def reachable(self) -> Optional[bool]:
         """Whether the last request got an answer from NSX; None before the first."""
         return self._reachable
+
+    def set_password(self, password: Secret) -> None:
+        """Use `password` from the next request on (callable from any thread); a new
+        one ends the wait after an authentication failure."""
+        with self._new_password_lock:
+            self._new_password = password
 
     # --- operations -------------------------------------------------------
 
@@ -604,6 +637,7 @@ class NsxClient:
                     log.debug("logout from %s failed: %s", m.url, _short_cause(exc))
                 m.logged_in = False
             m.session.close()
+        self._tls.close()
 
     # --- plumbing ---------------------------------------------------------
 
@@ -676,6 +710,32 @@ class NsxClient:
     def _exchange(
         self, m: _Manager, method: str, url_path: str, **kwargs: Any
     ) -> requests.Response:
+        """The request on manager `m`; when NSX rejects the password and it has been
+        changed since it was read, once more at once with the new one."""
+        resp = self._exchange_once(m, method, url_path, **kwargs)
+        if resp.status_code in (401, 403) and self._password_changed():
+            log.info("NSX manager %s rejected the password; trying the new one", m.url)
+            resp = self._exchange_once(m, method, url_path, **kwargs)
+        return resp
+
+    def _password_changed(self) -> bool:
+        """Read the password again; True when it differs from the one in use."""
+        if self._reread_password is None:
+            return False
+        password = self._reread_password()
+        return password is not None and self._use_password(password)
+
+    def _use_password(self, password: Secret) -> bool:
+        if not self._auth.use_password(password):
+            return False
+        # A session belongs to the password it was created with.
+        for m in self._managers:
+            m.logged_in = False
+        return True
+
+    def _exchange_once(
+        self, m: _Manager, method: str, url_path: str, **kwargs: Any
+    ) -> requests.Response:
         """The request on manager `m`, logging in first and once more if the session expired."""
         send = partial(self._send, m)
         if self._auth.needs_login and not m.logged_in:
@@ -704,10 +764,18 @@ class NsxClient:
         A round tries each manager that does not answer at all once, at once; a
         manager that answers 'later' (429, 502, 503, 504) ends the round, since
         asking its peers would only add load to a cluster under stress."""
+        self._refresh_tls_files()
+        with self._new_password_lock:
+            new_password, self._new_password = self._new_password, None
+        if new_password is not None and self._use_password(new_password):
+            self._auth_failure = None
         if self._auth_failure is not None:
             if self._clock() < self._auth_blocked_until:
                 raise self._auth_failure.again()
             self._auth_failure = None
+            # The operator may have replaced the password while litelb waited; a
+            # login with the one NSX already refused would only count towards lockout.
+            self._password_changed()
         url_path = API + path
         if method in ("PUT", "PATCH", "DELETE"):
             kwargs["headers"] = {**kwargs.get("headers", {}), **_WRITE_HEADERS}

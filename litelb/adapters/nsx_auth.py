@@ -34,10 +34,10 @@ class _SecretBasicAuth(AuthBase):
 
     def __init__(self, username: str, password: Secret) -> None:
         self._username = username
-        self._password = password
+        self.password = password
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        raw = f"{self._username}:{self._password.reveal()}".encode()
+        raw = f"{self._username}:{self.password.reveal()}".encode()
         r.headers["Authorization"] = "Basic " + base64.b64encode(raw).decode("ascii")
         return r
 
@@ -67,6 +67,10 @@ class Auth:
         """Whether an answer means 'log in again' rather than 'bad credentials'."""
         return False
 
+    def use_password(self, password: Secret) -> bool:
+        """Send `password` from now on; True when it differs from the one in use."""
+        return False
+
 
 class BasicAuth(Auth):
     kind = "basic"
@@ -77,6 +81,11 @@ class BasicAuth(Auth):
 
     def configure(self, session: requests.Session) -> None:
         session.auth = self._auth
+
+    def use_password(self, password: Secret) -> bool:
+        changed = password != self._auth.password
+        self._auth.password = password
+        return changed
 
 
 class SessionAuth(Auth):
@@ -112,18 +121,19 @@ class SessionAuth(Auth):
     def expired(self, status: int, error_code: Optional[int]) -> bool:
         return status == 403 and error_code == SESSION_EXPIRED_CODE
 
+    def use_password(self, password: Secret) -> bool:
+        changed = password != self._password
+        self._password = password
+        return changed
+
 
 class CertificateAuth(Auth):
-    """A principal identity: mutual TLS with a client certificate, no password."""
+    """A principal identity: mutual TLS with a client certificate, no password.
+
+    The NSX client presents the certificate: it follows the files on disk."""
 
     kind = "certificate"
     hint = "check client_cert and client_key and that NSX knows this principal identity"
-
-    def __init__(self, cert: str, key: str) -> None:
-        self._cert = (cert, key) if key else cert
-
-    def configure(self, session: requests.Session) -> None:
-        session.cert = self._cert
 
 
 def auth_for(cfg: NsxConfig) -> Auth:
@@ -131,7 +141,7 @@ def auth_for(cfg: NsxConfig) -> Auth:
     if cfg.auth == "certificate":
         if not cfg.client_cert:
             raise ValueError("[nsx] auth = 'certificate' needs client_cert")
-        return CertificateAuth(cfg.client_cert, cfg.client_key)
+        return CertificateAuth()
     if cfg.auth not in ("basic", "session"):
         raise ValueError(f"[nsx] auth must be basic, session or certificate, not {cfg.auth!r}")
     if cfg.password is None:

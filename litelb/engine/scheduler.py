@@ -135,6 +135,7 @@ class Engine:
         self._random = random
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._retry = threading.Event()
         self._handover = True
         self._progress = clock()
         self.schedule = Schedule()
@@ -150,6 +151,12 @@ class Engine:
             self.kick()
 
     def kick(self) -> None:
+        self._wake.set()
+
+    def retry_now(self) -> None:
+        """The credentials changed: the next pass need not wait out the backoff of
+        the failures the old ones caused."""
+        self._retry.set()
         self._wake.set()
 
     def stop(self, *, handover: bool = True) -> None:
@@ -179,6 +186,9 @@ class Engine:
     def run(self) -> None:
         while not self._stop.is_set():
             self._progress = self._clock()
+            if self._retry.is_set():
+                self._retry.clear()
+                self.schedule = replace(self.schedule, backoff=self.schedule.backoff.succeeded())
             now = self._clock()
             if not self._wake.is_set():
                 wait = min(self.schedule.due() - now, HEARTBEAT)
