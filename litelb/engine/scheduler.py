@@ -136,6 +136,9 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._retry = threading.Event()
+        # Ends the waits that a kick must not end (backoff, write spacing, the
+        # coalescing window): set by stop() and retry_now() only.
+        self._interrupt = threading.Event()
         self._handover = True
         self._progress = clock()
         self.schedule = Schedule()
@@ -158,11 +161,13 @@ class Engine:
         the failures the old ones caused."""
         self._retry.set()
         self._wake.set()
+        self._interrupt.set()
 
     def stop(self, *, handover: bool = True) -> None:
         self._handover = handover
         self._stop.set()
         self._wake.set()
+        self._interrupt.set()
 
     # -- outputs --------------------------------------------------------------------
 
@@ -188,6 +193,7 @@ class Engine:
             self._progress = self._clock()
             if self._retry.is_set():
                 self._retry.clear()
+                self._interrupt.clear()
                 self.schedule = replace(self.schedule, backoff=self.schedule.backoff.succeeded())
             now = self._clock()
             if not self._wake.is_set():
@@ -198,10 +204,10 @@ class Engine:
             else:
                 wait = self.schedule.earliest() - now
                 if wait > 0:
-                    self._stop.wait(min(wait, HEARTBEAT))
+                    self._interrupt.wait(min(wait, HEARTBEAT))
                     continue
                 # Let the rest of a burst arrive, then take it all in one pass.
-                self._stop.wait(self._coalesce)
+                self._interrupt.wait(self._coalesce)
             if self._stop.is_set():
                 break
             self._wake.clear()

@@ -340,3 +340,29 @@ def test_the_worker_coalesces_a_burst_of_kicks_into_few_passes(nsx: MemoryNsx) -
     # One pass per coalescing window at most, not one per kick (plus start and end).
     assert nsx.reads <= 0.8 / 0.1 + 2, nsx.reads
     assert nsx.writes == [], "a follower never writes"
+
+
+def test_new_credentials_end_the_authentication_wait_at_once(nsx: MemoryNsx) -> None:
+    nsx.fail = RouteStoreAuthError("GET answered 403: credentials incorrect")
+    e = Engine(config(A), nsx, metrics=Metrics(), local_addresses=frozenset, coalesce=0.01)
+    e.set_snapshot(snapshot(A, B))
+    worker = threading.Thread(target=e.run, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while e.schedule.backoff.failures < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Then a minute's wait: repeated bad logins lock the account.
+        assert e.schedule.due() - time.monotonic() > 50
+        nsx.fail = None
+        e.kick()  # a change arrives during the wait: it does not end it
+        time.sleep(0.3)
+        assert nsx.reads == 1
+        e.retry_now()  # systemctl reload brought a new password
+        deadline = time.monotonic() + 1
+        while not nsx.writes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert nsx.writes, "the new credentials were not tried within 1 s"
+    finally:
+        e.stop(handover=False)
+        worker.join(5)
