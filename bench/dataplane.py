@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -235,9 +236,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 chosen = Options(**{**asdict(options), "system": system})
                 run = run_one(scenario, system, rep, chosen)
                 o = run.outcome
+                errors = Counter(
+                    r.err.split(":")[0] for r in run.requests if not r.ok and r.t >= run.fault_at
+                )
+                why = ", ".join(f"{e} {n}" for e, n in errors.most_common(3))
                 print(
                     f"{scenario.name:<16} {system:<15} rep {rep + 1}: {o.failed:4d} failed,"
-                    f" failures end {o.failure_end or 0:.2f} s, slow until {o.slow_end or 0:.2f} s",
+                    f" failures end {o.failure_end or 0:.2f} s, slow until {o.slow_end or 0:.2f} s"
+                    + (
+                        f"  ({', '.join(f'{e} {n}' for e, n in errors.most_common(3))})"
+                        if errors
+                        else ""
+                    ),
                     flush=True,
                 )
                 runs.append(run)
