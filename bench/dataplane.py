@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,6 +121,14 @@ def _stat(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} / {max(values):.2f}"
 
 
+def _ratio(mine: float, best: float) -> str:
+    if mine == best:
+        return "="
+    if best == 0:
+        return f"worse ({mine:.2f} s vs 0)"
+    return f"{mine / best:.2f}"
+
+
 def table(runs: list[Run], systems: Sequence[str], scenarios: Sequence[Scenario]) -> str:
     lines = [
         "| scenario | system | runs | failed (median / max) | failures end s (median / max)"
@@ -144,10 +153,7 @@ def table(runs: list[Run], systems: Sequence[str], scenarios: Sequence[Scenario]
             ratio = ""
             others = [w for s, w in windows.items() if s != "litelb"]
             if system == "litelb" and others:
-                best = min(others)
-                ratio = "=" if best == windows["litelb"] else (
-                    f"{windows['litelb'] / best:.2f}" if best > 0 else "best is 0"
-                )  # fmt: skip
+                ratio = _ratio(windows["litelb"], min(others))
             lines.append(
                 f"| {scenario.name} | {system} | {len(mine)} | "
                 f"{statistics.median(failed):g} / {max(failed):g} | {_stat(fail_end)} | "
@@ -196,6 +202,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--scenarios", nargs="+", choices=names, default=names)
     parser.add_argument("--hashing", nargs="*", choices=HASHING_MODES, default=list(HASHING_MODES))
     parser.add_argument("--realize-delay", type=float, default=0.0)
+    parser.add_argument(
+        "--route-hashing",
+        choices=HASHING_MODES,
+        default=HASHING_MODES[0],
+        help="the Tier-1 stand-in's ECMP hashing in the scenario runs",
+    )
     parser.add_argument("--out", type=Path, default=Path("out/dataplane"))
     parser.add_argument(
         "--table-from", nargs="+", type=Path, metavar="JSON", help="print the table of earlier runs"
@@ -214,7 +226,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"bench.dataplane: {why}; run it as root", file=sys.stderr)
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    options = Options(realize_delay=args.realize_delay)
+    options = Options(realize_delay=args.realize_delay, hashing=args.route_hashing)
     scenarios = [s for s in SCENARIOS if s.name in args.scenarios]
     runs: list[Run] = []
     broken: dict[str, dict[str, list[int]]] = {}
@@ -235,9 +247,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 chosen = Options(**{**asdict(options), "system": system})
                 run = run_one(scenario, system, rep, chosen)
                 o = run.outcome
+                errors = Counter(
+                    r.err.split(":")[0] for r in run.requests if not r.ok and r.t >= run.fault_at
+                )
+                why = ", ".join(f"{e} {n}" for e, n in errors.most_common(3))
                 print(
                     f"{scenario.name:<16} {system:<15} rep {rep + 1}: {o.failed:4d} failed,"
-                    f" failures end {o.failure_end or 0:.2f} s, slow until {o.slow_end or 0:.2f} s",
+                    f" failures end {o.failure_end or 0:.2f} s, slow until {o.slow_end or 0:.2f} s"
+                    + (
+                        f"  ({', '.join(f'{e} {n}' for e, n in errors.most_common(3))})"
+                        if errors
+                        else ""
+                    ),
                     flush=True,
                 )
                 runs.append(run)

@@ -11,11 +11,11 @@ also after an exception, Ctrl-C or SIGTERM. Needs root.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -242,18 +242,11 @@ class DataPlaneLab:
 
         return self.net.nodes[node].call(connect)  # type: ignore[union-attr]
 
-    def endpoints(self) -> list[str]:
-        with contextlib.suppress(OSError, ValueError):
-            return json.loads(self.state_file.read_text())["endpoints"]
-        return []
-
     def probe_vip(self) -> bool:
         """One request through the VIP from the client namespace."""
         assert self.net is not None and self.system is not None
 
         def get() -> bool:
-            import ssl
-
             ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
             url = f"https://{self.system.vip}:{self.system.client_port}/version"  # type: ignore[union-attr]
             try:
@@ -319,9 +312,6 @@ class DataPlaneLab:
     def crash(self, node: str) -> None:
         """The API server process dies: connections are refused or reset."""
         self.process(node, "apiserver").kill()
-
-    def restart_apiserver(self, node: str) -> None:
-        self.start_apiserver(node)
 
     def graceful_restart(self, node: str) -> float:
         """SIGTERM (kube-apiserver's graceful shutdown), then start it again; the seconds taken."""

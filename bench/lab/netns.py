@@ -15,6 +15,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
@@ -98,7 +99,9 @@ class Namespace:
         return ip("-n", self.name, *args, check=check)
 
     def sysctl(self, key: str, value: str) -> None:
-        self.run("sysctl", "-qw", f"{key}={value}")
+        # Written from a thread inside the namespace: no procps needed.
+        path = Path("/proc/sys", *key.split("."))
+        self.call(path.write_text, value)
 
     def pids(self) -> list[int]:
         out = ip("netns", "pids", self.name, check=False).stdout

@@ -71,6 +71,12 @@ class Realizer:
     def hops(self) -> Optional[list[str]]:
         return self._applied
 
+    def kernel_hops(self) -> list[str]:
+        """The next hops the kernel forwards the VIP to, read back from the kernel."""
+        # Both modes list "nexthop via ADDRESS" per member (a group's members too).
+        route = self.tier1.ip("route", "show", self.network).stdout.split()
+        return [route[i + 1] for i, word in enumerate(route) if word == "via"]
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._changed.wait()
