@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from contextlib import closing
 from dataclasses import replace
 from typing import Optional
-
-from pyroute2 import IPRoute, NetlinkError
 
 from litelb.adapters.kube_client import (
     DISCOVERY_GROUP,
@@ -22,7 +19,7 @@ from litelb.adapters.kubeconfig import (
     KubeError,
     find_kubeconfig,
 )
-from litelb.adapters.local import LocalAddressError
+from litelb.adapters.local import LocalAddressError, connected_networks
 from litelb.adapters.nsx import NsxClient, NsxError, NsxNotFoundError, Tier1Info
 from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config, KubernetesConfig
@@ -368,30 +365,12 @@ def _arp_sysctl(interface: str, name: str) -> int:
     return max(values)
 
 
-def connected_networks(vip: str, vip_interface: str) -> list[tuple[str, str]]:
-    """(interface, network) of every connected subnet, other than the VIP's interface and
-    lo, that contains the VIP."""
-    address = ipaddress.ip_address(vip)
-    found = []
-    with closing(IPRoute()) as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for msg in ipr.get_addr():
-            name = names.get(msg["index"], "")
-            raw = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-            if not raw or name in ("lo", vip_interface):
-                continue
-            network = ipaddress.ip_network(f"{raw}/{msg['prefixlen']}", strict=False)
-            if network.num_addresses > 1 and address in network:
-                found.append((name, str(network)))
-    return found
-
-
 def segment_check(cfg: Config) -> CheckResult:
     """A VIP inside a subnet this node is connected to is answered by ARP from every node."""
     vip = cfg.vip.address
     try:
         inside = connected_networks(vip, cfg.vip.interface)
-    except (OSError, NetlinkError) as e:
+    except LocalAddressError as e:
         return CheckResult("warn", f"cannot list this node's subnets to place VIP {vip}: {e}")
     if not inside:
         return CheckResult("ok", f"VIP {vip} lies outside every subnet this node is connected to")
