@@ -15,6 +15,7 @@ Usage: python -m bench.dataplane [--reps N] [--systems ...] [--scenarios ...] [-
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -224,6 +225,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     why = can_run()
     if why is not None:
         print(f"bench.dataplane: {why}; run it as root", file=sys.stderr)
+        return 1
+    if importlib.util.find_spec("matplotlib") is None:
+        # Found out before the first run rather than after it.
+        print(
+            "bench.dataplane: matplotlib is missing for the plots: run `make bench-dataplane`, "
+            "or pip install -e '.[bench]' first",
+            file=sys.stderr,
+        )
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     options = Options(realize_delay=args.realize_delay, hashing=args.route_hashing)

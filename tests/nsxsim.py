@@ -60,7 +60,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional, Union
@@ -353,7 +353,10 @@ class _Handler(BaseHTTPRequestHandler):
             sim._stopped.wait()
             self.close_connection = True
             return
-        sim._delay()
+        if sim._delay():
+            # The certificate is checked again when the request is answered, so a
+            # test can revoke it while a request is on its way.
+            request = replace(request, principal=self._principal())
         self._write(sim._respond(request, self._read_body()))
 
     def _principal(self) -> Optional[str]:
@@ -695,11 +698,13 @@ class NsxSimulator:
                 self._record(request, 0, None)
             return self._black_hole
 
-    def _delay(self) -> None:
+    def _delay(self) -> bool:
+        """Wait the configured latency; True when there was one."""
         with self._lock:
             latency = self._latency
         if latency > 0:
             self._stopped.wait(latency)
+        return latency > 0
 
     def _respond(self, request: _Request, raw: bytes) -> _Response:
         body: Any = None

@@ -472,16 +472,18 @@ class NsxClient:
         session.verify = self._tls.ca_bundle or self._verify
         session.cert = self._tls.client_cert
 
-    def _refresh_tls_files(self) -> None:
+    def _refresh_tls_files(self) -> bool:
         """Follow a rotated client certificate or CA bundle: connections made with
-        the old ones are closed, so NSX sees the new ones from the next request on."""
+        the old ones are closed, so NSX sees the new ones from the next request on.
+        True when new files are in use."""
         if not self._tls.refresh():
-            return
+            return False
         for m in self._managers:
             self._use_tls_files(m.session)
             # Open connections keep the identity of their handshake.
             for adapter in m.session.adapters.values():
                 adapter.close()
+        return True
 
     def _silence_insecure_warnings(self) -> None:
         # urllib3 warns on every unverified request; the daemon warns once at start
@@ -713,10 +715,18 @@ class NsxClient:
         """The request on manager `m`; when NSX rejects the password and it has been
         changed since it was read, once more at once with the new one."""
         resp = self._exchange_once(m, method, url_path, **kwargs)
-        if resp.status_code in (401, 403) and self._password_changed():
-            log.info("NSX manager %s rejected the password; trying the new one", m.url)
+        if resp.status_code in (401, 403) and self._credentials_changed():
+            log.info("NSX manager %s rejected the credentials; trying the new ones", m.url)
             resp = self._exchange_once(m, method, url_path, **kwargs)
         return resp
+
+    def _credentials_changed(self) -> bool:
+        """Read the password and the client certificate files again; True when
+        either differs from what is in use. A principal identity's certificate may
+        be replaced, and the old one revoked, between the check before a request
+        and the request itself."""
+        password = self._password_changed()
+        return self._refresh_tls_files() or password
 
     def _password_changed(self) -> bool:
         """Read the password again; True when it differs from the one in use."""
@@ -764,10 +774,11 @@ class NsxClient:
         A round tries each manager that does not answer at all once, at once; a
         manager that answers 'later' (429, 502, 503, 504) ends the round, since
         asking its peers would only add load to a cluster under stress."""
-        self._refresh_tls_files()
+        # New credentials are tried at once, even while an authentication wait runs.
+        renewed = self._refresh_tls_files()
         with self._new_password_lock:
             new_password, self._new_password = self._new_password, None
-        if new_password is not None and self._use_password(new_password):
+        if (new_password is not None and self._use_password(new_password)) or renewed:
             self._auth_failure = None
         if self._auth_failure is not None:
             if self._clock() < self._auth_blocked_until:

@@ -139,6 +139,8 @@ class Engine:
         # Ends the waits that a kick must not end (backoff, write spacing, the
         # coalescing window): set by stop() and retry_now() only.
         self._interrupt = threading.Event()
+        # Set with a kick that need not wait out the coalescing window.
+        self._at_once = threading.Event()
         self._handover = True
         self._progress = clock()
         self.schedule = Schedule()
@@ -150,7 +152,10 @@ class Engine:
             self.kick()
 
     def set_health(self, health: Mapping[str, Health]) -> None:
+        # A probe round hands over all its verdicts together: there is no burst to
+        # wait for, and clients reach a failed API server until the route changes.
         if self._observations.set_health(health):
+            self._at_once.set()
             self.kick()
 
     def kick(self) -> None:
@@ -206,11 +211,13 @@ class Engine:
                 if wait > 0:
                     self._interrupt.wait(min(wait, HEARTBEAT))
                     continue
-                # Let the rest of a burst arrive, then take it all in one pass.
-                self._interrupt.wait(self._coalesce)
+                if not self._at_once.is_set():
+                    # Let the rest of a burst arrive, then take it all in one pass.
+                    self._interrupt.wait(self._coalesce)
             if self._stop.is_set():
                 break
             self._wake.clear()
+            self._at_once.clear()
             self.reconcile()
         if self._handover:
             self.reconcile(stopping=True)

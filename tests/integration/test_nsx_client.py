@@ -32,7 +32,7 @@ from litelb.backoff import BackoffPolicy
 from litelb.config import NsxConfig, Secret
 from litelb.model import LEADER_SCOPE, MANAGED_BY_SCOPE, VIP_SCOPE, Route, Tag
 from tests.nsxsim import NsxSimulator
-from tests.pki import Pki
+from tests.pki import Pki, serial
 
 PASSWORD = "pw-Zq9#never-shown"
 ROUTE_ID = "litelb-192-168-160-249"
@@ -661,3 +661,73 @@ def test_certificate_auth_presents_the_client_certificate(pki: Pki, rec: Recorde
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def principal_sim(pki: Pki) -> Iterator[NsxSimulator]:
+    s = start_sim(
+        tls_cert=str(pki.server_cert), tls_key=str(pki.server_key), client_ca=str(pki.ca_cert)
+    )
+    yield s
+    s.stop()
+
+
+def _principal_client(sim: NsxSimulator, pki: Pki, rec: Recorder, cn: str) -> NsxClient:
+    cert, key = pki.client_cert(cn)
+    cfg = config(
+        sim.url,
+        auth="certificate",
+        password=None,
+        client_cert=str(cert),
+        client_key=str(key),
+        ca_file=str(pki.ca_cert),
+    )
+    # A clock that never moves: only new credentials can end an authentication wait.
+    return make_client(cfg, rec, clock=lambda: 0.0)
+
+
+def _rotate(pki: Pki, sim: NsxSimulator, cn: str, revoke: bool = True) -> None:
+    """What an operator does: a new certificate for the same principal identity in
+    the same files, and NSX forgets the old one."""
+    cert = pki.directory / f"client-{cn}.crt"
+    old = serial(cert)
+    pki.client_cert(cn)
+    assert serial(cert) != old
+    if revoke:
+        sim.revoke_certificate(old)
+
+
+def test_a_certificate_replaced_while_a_request_is_on_its_way_is_used_at_once(
+    principal_sim: NsxSimulator, pki: Pki, rec: Recorder
+) -> None:
+    c = _principal_client(principal_sim, pki, rec, "litelb-race")
+    c.put_route(DESIRED, None)
+    principal_sim.latency(0.5)
+    rotated = threading.Timer(0.1, _rotate, (pki, principal_sim, "litelb-race"))
+    rotated.start()
+    route = c.get_route()
+    rotated.join()
+    assert route is not None
+    # The request that met the revoked certificate is repeated once, with the new one.
+    assert rec.codes[-2:] == [("GET", "403"), ("GET", "200")]
+    assert rec.sleeps == []
+    c.close()
+
+
+def test_a_replaced_certificate_ends_the_authentication_wait(
+    principal_sim: NsxSimulator, pki: Pki, rec: Recorder
+) -> None:
+    c = _principal_client(principal_sim, pki, rec, "litelb-wait")
+    c.put_route(DESIRED, None)
+    cert = pki.directory / "client-litelb-wait.crt"
+    principal_sim.revoke_certificate(serial(cert))
+    with pytest.raises(NsxAuthError):
+        c.get_route()
+    sent = len(rec.codes)
+    with pytest.raises(NsxAuthError):
+        c.get_route()
+    assert len(rec.codes) == sent, "a refused identity is not tried again before the wait ends"
+    _rotate(pki, principal_sim, "litelb-wait", revoke=False)
+    assert c.get_route() is not None
+    assert rec.codes[-1] == ("GET", "200")
+    c.close()

@@ -342,6 +342,30 @@ def test_the_worker_coalesces_a_burst_of_kicks_into_few_passes(nsx: MemoryNsx) -
     assert nsx.writes == [], "a follower never writes"
 
 
+def test_a_probe_verdict_is_acted_on_without_the_coalescing_window(nsx: MemoryNsx) -> None:
+    e = Engine(
+        replace(config(A), resync_interval=3600.0),
+        nsx,
+        metrics=Metrics(),
+        local_addresses=frozenset,
+        coalesce=30.0,
+    )
+    e.set_snapshot(snapshot(A, B, C))
+    e.reconcile()
+    assert nsx.route is not None and nsx.route.next_hops == (A, B, C)
+    worker = threading.Thread(target=e.run, daemon=True)
+    worker.start()
+    try:
+        e.set_health({A: Health(), B: Health(), C: Health(healthy=False)})
+        deadline = time.monotonic() + 5
+        while nsx.route.next_hops != (A, B) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert nsx.route.next_hops == (A, B), "a withdrawal waited for the coalescing window"
+    finally:
+        e.stop(handover=False)
+        worker.join(5)
+
+
 def test_new_credentials_end_the_authentication_wait_at_once(nsx: MemoryNsx) -> None:
     nsx.fail = RouteStoreAuthError("GET answered 403: credentials incorrect")
     e = Engine(config(A), nsx, metrics=Metrics(), local_addresses=frozenset, coalesce=0.01)
