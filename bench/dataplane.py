@@ -76,10 +76,14 @@ class Run:
     requests: tuple[Request, ...]
 
 
-def run_one(scenario: Scenario, system: str, rep: int, options: Options) -> Run:
+def run_one(scenario: Scenario, system: str, rep: int, options: Options, phase: float = 0.0) -> Run:
+    """One lab, one fault. `phase` (0 ≤ phase < 1) delays the fault by that share of
+    a second: the lab starts the same way every time, so without it every
+    repetition would strike at the same point of the daemons' 1 s probe rounds,
+    and the median would describe that one point instead of any moment."""
     with DataPlaneLab(options) as lab:
         log = lab.start_client("new", duration=scenario.observe + 120)
-        time.sleep(3)
+        time.sleep(3 + phase)
         victim = next(n for n in NODES if n != lab.leader())
         fault_at = time.monotonic()
         scenario.fault(lab, victim)
@@ -254,7 +258,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for rep in range(args.reps):
             for system in systems:
                 chosen = Options(**{**asdict(options), "system": system})
-                run = run_one(scenario, system, rep, chosen)
+                run = run_one(scenario, system, rep, chosen, phase=rep / args.reps)
                 o = run.outcome
                 errors = Counter(
                     r.err.split(":")[0] for r in run.requests if not r.ok and r.t >= run.fault_at

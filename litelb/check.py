@@ -20,7 +20,9 @@ from litelb.adapters.kubeconfig import (
     find_kubeconfig,
 )
 from litelb.adapters.local import LocalAddressError, connected_networks
-from litelb.adapters.nsx import NsxClient, NsxError, NsxNotFoundError, Tier1Info
+from litelb.adapters.nsx import NsxClient
+from litelb.adapters.nsx_body import Tier1Info
+from litelb.adapters.nsx_errors import NsxError, NsxNotFoundError
 from litelb.adapters.vip import VipError, VipManager, local_addresses
 from litelb.config import Config, KubernetesConfig
 from litelb.core.decide import own_identity

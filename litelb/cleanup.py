@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from litelb.adapters.nsx import NsxClient, NsxError
+from litelb.adapters.nsx import NsxClient
+from litelb.adapters.nsx_errors import NsxError
 from litelb.adapters.vip import VipError, VipManager
 from litelb.config import Config
 

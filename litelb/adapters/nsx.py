@@ -8,14 +8,12 @@ caller's job. One thread uses a client at a time.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import re
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from functools import partial
 from random import SystemRandom
 from typing import Any, Callable, Optional
@@ -26,299 +24,44 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from litelb.adapters.nsx_auth import Auth, CertificateAuth, auth_for
+from litelb.adapters.nsx_body import (
+    InvalidBody,
+    Tier1Info,
+    read_back_matches,
+    route_from_body,
+    route_to_body,
+    tier1_from_body,
+)
+from litelb.adapters.nsx_errors import (
+    MAX_DETAIL,
+    RETRYABLE_STATUS,
+    NsxAuthError,
+    NsxConflictError,
+    NsxError,
+    NsxNotFoundError,
+    NsxResponseError,
+    NsxUnavailableError,
+    error_class,
+    parse_error_body,
+    retry_after,
+)
 from litelb.adapters.nsx_tls import TlsFiles
 from litelb.backoff import AUTH_RETRY, Backoff, BackoffPolicy
 from litelb.config import NsxConfig, Secret
-from litelb.engine.store import RouteStoreAuthError, RouteStoreConflictError, RouteStoreError
-from litelb.model import Route, Tag, ip_sort_key
+from litelb.model import Route
 
 log = logging.getLogger("litelb.nsx")
 
 API = "/policy/api/v1"
-RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
-ADVERTISE_STATIC = "TIER1_STATIC_ROUTES"
-# 500012: "The path=[...] is invalid", NSX's answer for a child of a missing Tier-1.
-PATH_INVALID_CODE = 500012
-# 500045: the object is still being deleted; re-reading later sorts it out, like a conflict.
-PENDING_DELETE_CODE = 500045
 # NSX protects an object a principal identity (client certificate) created from every
 # other user; each node may have its own identity, and takeover and hand-over must work
 # across them, so every write says it means to overwrite.
 _WRITE_HEADERS = {"X-Allow-Overwrite": "true"}
-_STALE_WORDS = re.compile(r"modified|stale|revision", re.IGNORECASE)
 # Logging out is a courtesy; it must not hold up a daemon that systemd is stopping.
 _LOGOUT_TIMEOUT = 2.0
-_MAX_DETAIL = 300
 # A route, a Tier-1 or a realization answer is a few kB; anything much bigger is not
 # NSX's and is not read into memory.
 MAX_BODY = 1 << 20
-
-
-class NsxError(RouteStoreError):
-    """An NSX request that did not do what was asked; str() is one actionable line."""
-
-    def __init__(
-        self,
-        method: str,
-        url: str,
-        status: Optional[int],
-        error_code: Optional[int] = None,
-        detail: str = "",
-        *,
-        manager: str = "",
-        hint: str = "",
-        attempts: int = 1,
-        summary: str = "",
-        retry_after: Optional[float] = None,
-    ) -> None:
-        self.method = method
-        self.url = url
-        self.status = status
-        self.error_code = error_code
-        self.detail = detail
-        self.manager = manager
-        self.hint = hint
-        self.attempts = attempts
-        self.summary = summary
-        super().__init__(self._line(), retry_after=retry_after)
-
-    @property
-    def path(self) -> str:
-        return self.url[len(self.manager) :] if self.url.startswith(self.manager) else self.url
-
-    def _line(self) -> str:
-        path = self.path
-        if self.summary:
-            line = self.summary
-        elif self.status is None:
-            line = f"NSX manager {self.manager} did not answer {self.method} {path}"
-        else:
-            line = f"NSX manager {self.manager} answered {self.status} for {self.method} {path}"
-        if self.attempts > 1:
-            line += f" (after {self.attempts} attempts)"
-        if self.detail:
-            line += f": {self.detail}"
-        if self.error_code is not None:
-            line += f" (error {self.error_code})"
-        if self.hint:
-            line += f": {self.hint}"
-        return line
-
-    def again(self) -> NsxError:
-        """A fresh copy, to raise once more without growing the original's traceback."""
-        return type(self)(
-            self.method,
-            self.url,
-            self.status,
-            self.error_code,
-            self.detail,
-            manager=self.manager,
-            hint=self.hint,
-            attempts=self.attempts,
-            summary=self.summary,
-            retry_after=self.retry_after,
-        )
-
-
-class NsxAuthError(NsxError, RouteStoreAuthError):
-    """NSX rejected the credentials (401/403); litelb waits before it tries again."""
-
-
-class NsxConflictError(NsxError, RouteStoreConflictError):
-    """Someone else wrote the object since it was read: re-read and re-decide."""
-
-
-class NsxNotFoundError(NsxError):
-    """The Tier-1 gateway does not exist."""
-
-
-class NsxUnavailableError(NsxError):
-    """Every attempt ended in 429/502/503/504 or a connection failure."""
-
-
-class NsxResponseError(NsxError):
-    """NSX answered with something litelb cannot use: not JSON, the wrong shape, too big."""
-
-
-@dataclass(frozen=True)
-class Tier1Info:
-    path: str
-    route_advertisement_types: tuple[str, ...]
-    tier0_path: str  # "" when the Tier-1 is not connected to a Tier-0
-
-    @property
-    def advertises_static_routes(self) -> bool:
-        return ADVERTISE_STATIC in self.route_advertisement_types
-
-
-# --- pure mapping -------------------------------------------------------------
-
-
-def route_to_body(route: Route, route_id: str, revision: Optional[int]) -> dict:
-    """The StaticRoutes object for a PUT; a purely computational function.
-
-    Only fields NSX accepts are sent: a next hop carries no `scope` (NSX rejects
-    an empty one), and `_revision` only when the object is replaced.
-    """
-    body: dict[str, Any] = {
-        "resource_type": "StaticRoutes",
-        "id": route_id,
-        "display_name": route.display_name or route_id,
-        "network": route.network,
-        "next_hops": [{"ip_address": hop, "admin_distance": 1} for hop in route.next_hops],
-        "tags": [{"scope": t.scope, "tag": t.tag} for t in route.tags],
-    }
-    if revision is not None:
-        body["_revision"] = revision
-    return body
-
-
-def _hop_key(hop: str) -> tuple[int, int, str]:
-    try:
-        return (*ip_sort_key(hop), "")
-    except ValueError:
-        return (99, 0, hop)
-
-
-def _normal_ip(text: str) -> str:
-    try:
-        return ipaddress.ip_address(text).compressed
-    except ValueError:
-        return text
-
-
-class InvalidBody(ValueError):
-    """An NSX answer without the shape litelb expects; str() says what is wrong."""
-
-
-_REQUIRED = object()
-
-
-def _field(body: dict, name: str, kind: type, default: Any = _REQUIRED) -> Any:
-    value = body.get(name)
-    if value is None:
-        if default is _REQUIRED:
-            raise InvalidBody(f"{name} is missing")
-        return default
-    # bool is an int to Python, never to NSX's schema.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise InvalidBody(f"{name} is {type(value).__name__}, not {kind.__name__}")
-    return value
-
-
-def _address(value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidBody(f"next hop ip_address is {type(value).__name__}, not an address")
-    try:
-        return ipaddress.ip_address(value).compressed
-    except ValueError:
-        raise InvalidBody(f"next hop {value[:60]!r} is not an IP address") from None
-
-
-def route_from_body(body: Any) -> Route:
-    """A Route from NSX's StaticRoutes object; a purely computational function.
-
-    Anything not shaped as NSX documents raises InvalidBody, so nothing is ever
-    decided or written from it. Next hops come sorted; a hop litelb would never
-    write (admin distance other than 1, a scope, no address) clears
-    `hops_as_litelb_writes` so the route never equals a desired one.
-    """
-    if not isinstance(body, dict):
-        raise InvalidBody(f"the route is {type(body).__name__}, not a JSON object")
-    network = _field(body, "network", str)
-    try:
-        network = ipaddress.ip_network(network, strict=False).compressed
-    except ValueError:
-        raise InvalidBody(f"network {network[:60]!r} is not an address range") from None
-    hops: list[str] = []
-    plain = True
-    for hop in _field(body, "next_hops", list):
-        if not isinstance(hop, dict):
-            raise InvalidBody(f"a next hop is {type(hop).__name__}, not a JSON object")
-        if _field(hop, "admin_distance", int, 1) != 1 or _field(hop, "scope", list, []):
-            plain = False
-        if hop.get("ip_address") is None:
-            plain = False
-        else:
-            hops.append(_address(hop["ip_address"]))
-    tags = []
-    for tag in _field(body, "tags", list, []):
-        if not isinstance(tag, dict):
-            raise InvalidBody(f"a tag is {type(tag).__name__}, not a JSON object")
-        tags.append(Tag(_field(tag, "scope", str, ""), _field(tag, "tag", str, "")))
-    return Route(
-        network=network,
-        next_hops=tuple(sorted(hops, key=ip_sort_key)),
-        display_name=_field(body, "display_name", str, ""),
-        tags=tuple(tags),
-        revision=_field(body, "_revision", int),
-        hops_as_litelb_writes=plain,
-    )
-
-
-def _same_network(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_network(a, strict=False) == ipaddress.ip_network(b, strict=False)
-    except ValueError:
-        return a == b
-
-
-def read_back_matches(read: Route, written: Route, route_id: str) -> bool:
-    """Whether NSX's `read` route is the `written` one (order of hops and tags aside)."""
-    return (
-        _same_network(read.network, written.network)
-        and read.hops_as_litelb_writes
-        and read.next_hops == tuple(sorted(map(_normal_ip, written.next_hops), key=_hop_key))
-        and read.display_name == (written.display_name or route_id)
-        and sorted((t.scope, t.tag) for t in read.tags)
-        == sorted((t.scope, t.tag) for t in written.tags)
-    )
-
-
-def parse_error_body(text: str, reason: str = "") -> tuple[Optional[int], str]:
-    """(error_code, detail) from an NSX error answer; detail joins error_message and
-    the related errors. Bodies that are not NSX's JSON (a proxy's HTML) give a short
-    excerpt instead."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        excerpt = " ".join(re.sub(r"<[^>]*>", " ", text).split())
-        return None, (excerpt[:_MAX_DETAIL] or reason)
-    if not isinstance(body, dict):
-        return None, reason
-    code = body.get("error_code")
-    messages = [body.get("error_message")]
-    for related in body.get("related_errors") or ():
-        if isinstance(related, dict):
-            messages.append(related.get("error_message"))
-    detail = "; ".join(m.strip() for m in messages if isinstance(m, str) and m.strip())
-    return (code if isinstance(code, int) else None), (detail or reason)
-
-
-def error_class(status: int, error_code: Optional[int], detail: str) -> type[NsxError]:
-    """Which NsxError an answer is; a purely computational function."""
-    if status in (401, 403):
-        return NsxAuthError
-    if status in (409, 412):
-        return NsxConflictError
-    if status == 400 and (error_code == PENDING_DELETE_CODE or _STALE_WORDS.search(detail)):
-        return NsxConflictError
-    if status == 404 or (status == 400 and error_code == PATH_INVALID_CODE):
-        return NsxNotFoundError
-    if status in RETRYABLE_STATUS:
-        return NsxUnavailableError
-    return NsxError
-
-
-def retry_after(value: Optional[str]) -> Optional[float]:
-    """Seconds from a Retry-After header; None when absent or not a number of seconds."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
 
 
 def _short_cause(exc: BaseException) -> str:
@@ -331,9 +74,9 @@ def _short_cause(exc: BaseException) -> str:
         reason = inner
     if isinstance(reason, urllib3.exceptions.ProtocolError) and len(reason.args) == 2:
         # ('Connection aborted.', RemoteDisconnected('Remote end closed ...'))
-        return f"{str(reason.args[0]).rstrip('.')}: {reason.args[1]}"[:_MAX_DETAIL]
+        return f"{str(reason.args[0]).rstrip('.')}: {reason.args[1]}"[:MAX_DETAIL]
     text = re.sub(r"<[^>]*object at 0x[0-9a-f]+>: |\w+\(host=[^)]*\): ", "", str(reason))
-    return (text or type(reason).__name__)[:_MAX_DETAIL]
+    return (text or type(reason).__name__)[:MAX_DETAIL]
 
 
 # --- transport ----------------------------------------------------------------
@@ -528,13 +271,7 @@ class NsxClient:
             raise self._error(resp)
         body = self._json(resp)
         try:
-            return Tier1Info(
-                path=_field(body, "path", str, path),
-                route_advertisement_types=tuple(
-                    map(str, _field(body, "route_advertisement_types", list, []))
-                ),
-                tier0_path=_field(body, "tier0_path", str, ""),
-            )
+            return tier1_from_body(body, path)
         except InvalidBody as e:
             raise self._unusable(resp, f"the Tier-1 is not what NSX sends: {e}") from None
 

@@ -19,9 +19,9 @@ from typing import Any, Optional
 
 import pytest
 
-from litelb.adapters.nsx import (
+from litelb.adapters.nsx import NsxClient
+from litelb.adapters.nsx_errors import (
     NsxAuthError,
-    NsxClient,
     NsxConflictError,
     NsxError,
     NsxNotFoundError,

@@ -10,7 +10,8 @@ from typing import Optional
 
 import pytest
 
-from litelb.adapters.nsx import NsxAuthError, NsxClient
+from litelb.adapters.nsx import NsxClient
+from litelb.adapters.nsx_errors import NsxAuthError
 from litelb.backoff import AUTH_RETRY
 from litelb.config import Secret
 from tests.integration.test_nsx_client import DESIRED, PASSWORD, config, start_sim

@@ -7,20 +7,22 @@ import re
 
 import pytest
 
-from litelb.adapters.nsx import (
+from litelb.adapters.nsx_body import (
     InvalidBody,
+    Tier1Info,
+    read_back_matches,
+    route_from_body,
+    route_to_body,
+)
+from litelb.adapters.nsx_errors import (
     NsxAuthError,
     NsxConflictError,
     NsxError,
     NsxNotFoundError,
     NsxUnavailableError,
-    Tier1Info,
     error_class,
     parse_error_body,
-    read_back_matches,
     retry_after,
-    route_from_body,
-    route_to_body,
 )
 from litelb.model import LEADER_SCOPE, MANAGED_BY_SCOPE, VIP_SCOPE, Route, Tag
 

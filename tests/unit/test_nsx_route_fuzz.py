@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from litelb.adapters.nsx import InvalidBody, route_from_body
+from litelb.adapters.nsx_body import InvalidBody, route_from_body
 from litelb.model import Route, ip_sort_key
 
 EXAMPLES = int(os.environ.get("LITELB_FUZZ_EXAMPLES", "5000"))
