@@ -30,6 +30,7 @@ from bench.lab.netns import Cleanup, interrupts_raise
 from bench.lab.realizer import Realizer
 from bench.lab.systems import System, make_system
 from bench.lab.topology import API_PORT, NODES, NSX_MANAGER, Topology
+from tests.integration.lab import wait_for
 from tests.nsxsim import NsxSimulator
 from tests.pki import Pki
 
@@ -258,14 +259,7 @@ class DataPlaneLab:
         return self.net.client.call(get)
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}{self.died()}")
-            time.sleep(0.05)
+        return wait_for(predicate, timeout, what, interval=0.05, context=self.died)
 
     def died(self) -> str:
         """Processes that exited unasked, with their last log lines (for error messages)."""

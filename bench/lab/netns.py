@@ -8,18 +8,15 @@ half-way or was interrupted by Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
-T = TypeVar("T")
-_CLONE_NEWNET = 0x40000000
+from tests.netns import InNamespace
 
 
 class Cleanup:
@@ -68,7 +65,7 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
 
-class Namespace:
+class Namespace(InNamespace):
     """One network namespace with lo up; `call` runs a function in a thread inside it."""
 
     def __init__(self, name: str, cleanup: Cleanup) -> None:
@@ -76,19 +73,7 @@ class Namespace:
         ip("netns", "add", name)
         cleanup.add(f"namespace {name}", self._delete)
         ip("-n", name, "link", "set", "lo", "up")
-        self._pool = ThreadPoolExecutor(max_workers=2, initializer=self._enter)
-
-    def _enter(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {self.name}")
-        finally:
-            os.close(fd)
-
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return self._pool.submit(fn, *args, **kwargs).result()
+        super().__init__(name, workers=2)
 
     def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -116,5 +101,5 @@ class Namespace:
 
     def _delete(self) -> None:
         self.kill_all()
-        self._pool.shutdown(wait=False)
+        self.stop_threads(wait=False)
         ip("netns", "del", self.name, check=False)

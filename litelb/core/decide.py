@@ -8,7 +8,7 @@ moment at which the answer may change. No I/O, no clock, no configuration module
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from litelb.core.route import desired_route, same_route
@@ -208,3 +208,54 @@ def track_hold_down(
     if actual.leader not in (None, node, last_leader):
         return now
     return previous
+
+
+@dataclass(frozen=True)
+class RuleMemory:
+    """What the leader rule carries from one pass to the next: the route last read
+    (or written) and when each of its timers started. Kept in memory only: a
+    restarted node waits the timers out afresh."""
+
+    actual: Optional[Route] = None
+    dead_since: Mapping[str, float] = field(default_factory=dict)
+    stale_since: Optional[float] = None
+    held_since: Optional[float] = None
+    last_ready: tuple[str, ...] = ()
+
+    def starts(self, now: float) -> TimerStarts:
+        return TimerStarts(now, self.dead_since, self.stale_since, self.held_since)
+
+    def wrote(self, route: Route, *, takeover: bool, now: float) -> RuleMemory:
+        """After this node wrote `route`; a takeover starts its own hold-down."""
+        return replace(self, actual=route, held_since=now if takeover else self.held_since)
+
+
+def remember(
+    memory: RuleMemory,
+    view: View,
+    actual: Optional[Route],
+    failing_since: Mapping[str, float],
+    now: float,
+) -> RuleMemory:
+    """The memory after reading `actual` at `now`: every timer of the leader rule
+    moved on. `failing_since` holds when each failing API server's run of failed
+    probes began. Pure."""
+    last_leader = memory.actual.leader if memory.actual is not None else None
+    watched = set(view.ready) | set(memory.last_ready)
+    if actual is not None:
+        watched |= set(actual.next_hops) | ({actual.leader} if actual.leader else set())
+    return RuleMemory(
+        actual=actual,
+        dead_since=track_dead(
+            memory.dead_since,
+            alive=view.routable,
+            watched=watched,
+            now=now,
+            failing_since=failing_since,
+        ),
+        stale_since=track_stale(memory.stale_since, actual, view.ready, now),
+        held_since=track_hold_down(
+            memory.held_since, last_leader=last_leader, actual=actual, node=view.node, now=now
+        ),
+        last_ready=view.ready,
+    )

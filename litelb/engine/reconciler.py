@@ -16,16 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from litelb.backoff import AUTH_RETRY
-from litelb.core.decide import (
-    Decision,
-    TimerStarts,
-    View,
-    decide,
-    own_identity,
-    track_dead,
-    track_hold_down,
-    track_stale,
-)
+from litelb.core.decide import Decision, RuleMemory, View, decide, own_identity, remember
 from litelb.core.health import Health, healthy_addresses, passing_addresses
 from litelb.core.route import MAX_NEXT_HOPS, ecmp_next_hops
 from litelb.engine.settings import EngineSettings
@@ -100,11 +91,7 @@ class LeadershipMemory:
     """What one pass leaves for the next: the route last seen, the timers of the
     takeover rules, and what was last logged (so each change is logged once)."""
 
-    actual: Optional[Route] = None
-    dead_since: dict[str, float] = field(default_factory=dict)
-    stale_since: Optional[float] = None
-    held_since: Optional[float] = None
-    last_ready: tuple[str, ...] = ()
+    rule: RuleMemory = field(default_factory=RuleMemory)
     last_reason: Optional[Reason] = None
     last_unexpected: Optional[str] = None
     left_out: tuple[str, ...] = ()
@@ -192,33 +179,21 @@ class Reconciler:
         # never begin before the change it reacts to.
         now = self._clock()
         timeouts = self._settings.timeouts
-        last_leader = m.actual.leader if m.actual is not None else None
-        m.actual = actual
-        held = track_hold_down(
-            m.held_since, last_leader=last_leader, actual=actual, node=view.node, now=now
-        )
-        if held != m.held_since and actual is not None:
+        before = m.rule
+        _, health = self._observations.current()
+        failing = {a: h.failing_since for a, h in health.items() if h.failing_since is not None}
+        m.rule = remember(before, view, actual, failing, now)
+        if m.rule.held_since != before.held_since and actual is not None:
             log.warning(
                 "leader changed from %s to %s: no takeover by this node for %g s (hold-down)",
-                last_leader,
+                before.actual.leader if before.actual is not None else None,
                 actual.leader,
                 timeouts.hold_down,
             )
-        m.held_since = held
-        watched = set(view.ready) | set(m.last_ready)
-        if actual is not None:
-            watched |= set(actual.next_hops) | ({actual.leader} if actual.leader else set())
-        _, health = self._observations.current()
-        failing = {a: h.failing_since for a, h in health.items() if h.failing_since is not None}
-        m.dead_since = track_dead(
-            m.dead_since, alive=view.routable, watched=watched, now=now, failing_since=failing
-        )
-        m.stale_since = track_stale(m.stale_since, actual, view.ready, now)
-        m.last_ready = view.ready
         decision = decide(
             view,
             actual,
-            TimerStarts(now, m.dead_since, m.stale_since, m.held_since),
+            m.rule.starts(now),
             timeouts,
             vip=self._settings.vip,
             display_name=self._settings.route_id,
@@ -233,10 +208,8 @@ class Reconciler:
         m = self._memory
         assert decision.route is not None
         written = self._store.put_route(decision.route, actual.revision if actual else None)
-        m.actual = written
+        m.rule = m.rule.wrote(written, takeover=decision.takeover, now=now)
         self._metrics.route_writes_total.inc()
-        if decision.takeover:
-            m.held_since = now
         log.info(
             "wrote route %s: next hops %s, leader %s (%s)",
             self._settings.route_path,
@@ -309,7 +282,7 @@ class Reconciler:
 
     def _publish(self, view: View, decision: Decision, *, error: Optional[str]) -> None:
         m = self._memory
-        actual = m.actual if view.synced else None
+        actual = m.rule.actual if view.synced else None
         hops = tuple(sorted(actual.next_hops, key=ip_sort_key)) if actual else ()
         desired = ecmp_next_hops(view.routable, hops)
         left_out = tuple(a for a in view.routable if a not in desired)

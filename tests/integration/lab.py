@@ -10,7 +10,6 @@ the namespace's `lo`, and nothing a test does reaches the host's network.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import os
@@ -24,24 +23,22 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional
 
 from tests.kubeapi import FakeKubeApiServer
+from tests.netns import InNamespace
 from tests.nsxsim import NsxSimulator
 from tests.pki import Pki
 
-T = TypeVar("T")
 NODES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 VIP = "192.168.160.249"
 TIER1 = "cluster-router"
 ROUTE_ID = "litelb-192-168-160-249"
 PASSWORD = "s3cret-Passw0rd!"
 REPO = Path(__file__).resolve().parents[2]
-_CLONE_NEWNET = 0x40000000
 _counter = itertools.count()
 
 
@@ -49,26 +46,14 @@ def can_make_namespaces() -> bool:
     return os.geteuid() == 0 and shutil.which("ip") is not None
 
 
-class Netns:
+class Netns(InNamespace):
     """A network namespace for one test, with lo up; `call` runs code inside it."""
 
     def __init__(self) -> None:
         self.name = f"litelb-t{os.getpid()}-{next(_counter)}"
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
-        self._pool = ThreadPoolExecutor(max_workers=1, initializer=self._enter)
-
-    def _enter(self) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, _CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {self.name}")
-        finally:
-            os.close(fd)
-
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return self._pool.submit(fn, *args, **kwargs).result()
+        super().__init__(self.name)
 
     def exec_prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.name]
@@ -82,7 +67,7 @@ class Netns:
         ).stdout
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self.stop_threads(wait=True)
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
 
@@ -339,9 +324,15 @@ class Lab:
 
 
 def wait_for(
-    predicate: Callable[[], Any], timeout: float, what: str, *nodes: Any, interval: float = 0.02
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    *nodes: Any,
+    interval: float = 0.02,
+    context: Callable[[], str] = lambda: "",
 ) -> Any:
-    """Poll until predicate() is truthy; on timeout fail with the daemons' logs."""
+    """Poll until predicate() is truthy and return its value; on timeout fail with
+    the daemons' logs and whatever `context()` adds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -349,7 +340,9 @@ def wait_for(
             return value
         if time.monotonic() > deadline:
             logs = "\n".join(f"--- {n.address}\n{n.log()[-4000:]}" for n in nodes if n)
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what}{context()}\n{logs}"
+            )
         time.sleep(interval)
 
 

@@ -37,12 +37,10 @@ from typing import Optional
 from litelb.core.decide import (
     Decision,
     LeaderTimeouts,
-    TimerStarts,
+    RuleMemory,
     View,
     decide,
-    track_dead,
-    track_hold_down,
-    track_stale,
+    remember,
 )
 from litelb.core.health import Health, healthy_addresses, step_all
 from litelb.model import Action, Reason, Route
@@ -150,19 +148,8 @@ class Store:
 
 
 @dataclass
-class Memory:
-    """What the leader rule carries from pass to pass (engine._Memory, lost when it dies)."""
-
-    actual: Optional[Route] = None
-    dead_since: dict[str, float] = field(default_factory=dict)
-    stale_since: Optional[float] = None
-    held_since: Optional[float] = None
-    last_ready: tuple[str, ...] = ()
-
-
-@dataclass
 class Schedule:
-    """When the worker runs next (the rest of engine._Memory)."""
+    """When the worker runs next (engine.scheduler.Schedule)."""
 
     last_write: float = float("-inf")
     next_resync: float = 0.0
@@ -177,13 +164,14 @@ class Daemon:
 
     world: World
     address: str
-    memory: Memory = field(default_factory=Memory)
+    memory: RuleMemory = field(default_factory=RuleMemory)
     schedule: Schedule = field(default_factory=Schedule)
     ready: tuple[str, ...] = ()  # what its EndpointSlice watch shows
     synced: bool = False
     health: dict[str, Health] = field(default_factory=dict)
     probe_phase: float = 0.0
     kicked_at: Optional[float] = None
+    kicked_by_probes: bool = False  # a probe verdict skips the coalescing window
     in_flight: Optional[Generator[float, None, Optional[Decision]]] = None
     resume_at: float = 0.0
     stopping: bool = False  # SIGTERM received: one last pass, then gone
@@ -240,47 +228,31 @@ class Daemon:
             return Decision(Action.NOOP, Reason.NOT_SYNCED)
         yield w.nsx_delay()
         actual = w.nsx_get(self.address)
+        now = w.now  # the timers start when the route was seen, as in the engine
         last_leader = m.actual.leader if m.actual is not None else None
         if actual is not None and last_leader not in (None, actual.leader):
             self.saw_change_at = actual.revision
-        m.actual = actual
-        m.held_since = track_hold_down(
-            m.held_since, last_leader=last_leader, actual=actual, node=view.node, now=now
-        )
-        watched = set(view.ready) | set(m.last_ready)
-        if actual is not None:
-            watched |= set(actual.next_hops) | ({actual.leader} if actual.leader else set())
         failing = {
             a: h.failing_since for a, h in self.health.items() if h.failing_since is not None
         }
-        m.dead_since = track_dead(
-            m.dead_since, alive=view.routable, watched=watched, now=now, failing_since=failing
-        )
-        m.stale_since = track_stale(m.stale_since, actual, view.ready, now)
-        m.last_ready = view.ready
-        decision = decide(
-            view,
-            actual,
-            TimerStarts(now, m.dead_since, m.stale_since, m.held_since),
-            w.p.timeouts,
-            vip=VIP,
-            display_name=NAME,
-        )
+        m = self.memory = remember(m, view, actual, failing, now)
+        decision = decide(view, actual, m.starts(now), w.p.timeouts, vip=VIP, display_name=NAME)
         if decision.action is Action.WRITE and decision.route is not None:
             spaced_at = self.schedule.last_write + WRITE_SPACING
             if now < spaced_at and not view.stopping:
                 return replace(decision, action=Action.NOOP, recheck_at=spaced_at)
             self.schedule.last_write = now
             yield w.nsx_delay()
-            m.actual = w.nsx_put(self.address, decision, actual)
-            if decision.takeover:
-                m.held_since = now
+            written = w.nsx_put(self.address, decision, actual)
+            self.memory = self.memory.wrote(written, takeover=decision.takeover, now=now)
         return decision
 
     def due(self, now: float) -> bool:
         """engine.Engine.run and _next_deadline: a kick after the coalescing window, or a timer."""
         m = self.schedule
-        if self.kicked_at is not None and now >= self.kicked_at + COALESCE:
+        if self.kicked_at is not None and (
+            self.kicked_by_probes or now >= self.kicked_at + COALESCE
+        ):
             return True
         if m.retry_at is not None:
             return now >= m.retry_at
@@ -433,6 +405,7 @@ class World:
         d.health = step_all(d.health, results, rise=self.p.rise, fall=self.p.fall, at=self.now)
         if before != {a for a, h in d.health.items() if h.healthy}:
             d.kicked_at = d.kicked_at if d.kicked_at is not None else self.now
+            d.kicked_by_probes = True
 
     def work(self, d: Daemon) -> None:
         if d.in_flight is None:
@@ -440,7 +413,7 @@ class World:
                 d.final_pass = True
             elif not d.due(self.now):
                 return
-            d.kicked_at = None
+            d.kicked_at, d.kicked_by_probes = None, False
             d.in_flight = d.reconcile()
             self.passes += 1
             self.resume(d)

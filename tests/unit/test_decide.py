@@ -12,10 +12,12 @@ import pytest
 from litelb.core.decide import (
     Decision,
     LeaderTimeouts,
+    RuleMemory,
     TimerStarts,
     View,
     decide,
     own_identity,
+    remember,
     track_dead,
     track_hold_down,
     track_stale,
@@ -293,3 +295,37 @@ def test_the_core_imports_no_configuration_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['litelb', 'litelb.model']"
+
+
+def test_memory_across_passes_times_a_dead_leader_from_its_first_failed_probe() -> None:
+    view = View(B, ALL, (B, C))
+    first = remember(RuleMemory(), view, route(ALL, A), {A: 98.5}, now=99.0)
+    assert first.dead_since == {A: 98.5} and first.held_since is None
+    assert first.starts(99.0) == TimerStarts(99.0, {A: 98.5}, None, None)
+    assert run(view, route(ALL, A), first.starts(99.0)).action is Action.NOOP
+    # The leader's probes have failed for takeover_after: this node takes over.
+    second = remember(first, view, route(ALL, A), {A: 98.5}, now=99.6)
+    assert second.dead_since == {A: 98.5}
+    decision = run(view, route(ALL, A), second.starts(99.6))
+    assert decision.reason is Reason.TAKEOVER and decision.route is not None
+    after = second.wrote(decision.route, takeover=True, now=99.6)
+    assert after.held_since == 99.6 and after.actual == decision.route
+
+
+def test_memory_starts_the_hold_down_when_another_node_takes_the_route() -> None:
+    view = View(C, ALL, ALL)
+    seen = remember(RuleMemory(), view, route(ALL, A), {}, now=10.0)
+    assert seen.held_since is None, "the first read is no change of leader"
+    taken = remember(seen, view, route(ALL, B), {}, now=11.0)
+    assert taken.held_since == 11.0
+    again = remember(taken, view, route(ALL, B), {}, now=12.0)
+    assert again.held_since == 11.0
+    # Only a takeover starts this node's own hold-down, not every write.
+    assert again.wrote(route(ALL, B), takeover=False, now=13.0).held_since == 11.0
+
+
+def test_memory_times_a_hop_the_endpointslices_dropped() -> None:
+    view = View(C, (A, C), (A, C))
+    kept = remember(RuleMemory(), view, route(ALL, A), {}, now=5.0)
+    assert kept.stale_since == 5.0 and kept.last_ready == (A, C)
+    assert remember(kept, view, route((A, C), A), {}, now=6.0).stale_since is None
