@@ -1,4 +1,4 @@
-"""`make bench`: litelb's control-plane speed figures, measured on real daemons in a lab.
+"""`make bench-control`: litelb's control-plane speed figures, measured on real daemons in a lab.
 
 Each figure comes with a baseline measured in the same process, so a loaded machine
 shifts both and the ratio stays meaningful. Needs root (network namespaces).
