@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from bench.lab.netns import interrupts_raise
 from bench.run import rss_kb
 from tests.integration.lab import NODES, Lab, wait_for
 
@@ -251,7 +252,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     minutes = max(2, args.minutes)
     warmup = args.warmup if args.warmup is not None else min(5, minutes // 3)
-    with tempfile.TemporaryDirectory(prefix="litelb-soak-") as tmp:
+    # SIGTERM (a CI timeout, `kill`) stops the soak as Ctrl-C does: the lab is removed.
+    with interrupts_raise(), tempfile.TemporaryDirectory(prefix="litelb-soak-") as tmp:
         box = Lab(Path(tmp))
         try:
             return soak(box, minutes, warmup, (no_fault,) if args.baseline else FAULTS)
