@@ -237,11 +237,20 @@ def bench_steady(box: Lab, seconds: float) -> None:
     stop_all(box)
 
 
+def strike_at_phase(run: int, runs: int) -> None:
+    """Wait run/runs of a probe interval (1 s) before a fault. Each fault follows a
+    restore or a start that is itself timed by the probe rounds, so without it every
+    run would strike at the same point of a round, and the median would describe
+    that one point rather than any moment."""
+    time.sleep(run / runs)
+
+
 def bench_hang(box: Lab, runs: int, lease: float) -> None:
     print("API server hangs → withdrawn from the route (3 nodes)", flush=True)
     three(box)
     with_probes = []
-    for _ in range(runs):
+    for run in range(runs):
+        strike_at_phase(run, runs)
         box.kube.hang(C)
         with_probes.append(timed(lambda: box.hops() == [A, B], 20))
         box.serve_api(C)
@@ -296,14 +305,16 @@ def bench_graceful(box: Lab, runs: int) -> None:
 def bench_leader(box: Lab, runs: int) -> None:
     print("leader's API server hangs / leader VM dies → route corrected (3 nodes)", flush=True)
     hang_times, vm_times = [], []
-    for _ in range(runs):
+    for run in range(runs):
         three(box)
+        strike_at_phase(run, runs)
         box.kube.hang(A)
         hang_times.append(timed(lambda: box.leader() in (B, C) and box.hops() == [B, C], 20))
         stop_all(box)
         box.serve_api(A)
         box.nsx.ui_delete(TIER1, ROUTE_ID)
         three(box)
+        strike_at_phase(run, runs)
         # The whole VM goes: the daemon dies and its API server stops answering.
         box.nodes[A].kill()
         box.kube.hang(A)
