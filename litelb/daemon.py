@@ -21,6 +21,7 @@ from litelb.adapters.http import StatusServer, StatusServerError
 from litelb.adapters.kube_client import KubeClient
 from litelb.adapters.kube_watch import EndpointWatcher
 from litelb.adapters.kubeconfig import KubeCredentials, wait_for_credentials
+from litelb.adapters.malloc import Allocator
 from litelb.adapters.nsx import NsxClient
 from litelb.adapters.probe import Prober, tls_context
 from litelb.adapters.systemd import Notifier
@@ -80,6 +81,7 @@ class Daemon:
     def __init__(self, config: Config, notifier: Optional[Notifier] = None) -> None:
         self.cfg = config
         self.notifier = notifier or Notifier()
+        self.allocator = Allocator()
         self.metrics = Metrics()
         self.stop_event = threading.Event()
         self.vip = VipManager(config.vip.address, config.vip.interface)
@@ -125,6 +127,7 @@ class Daemon:
                 "nsx.insecure = true: the NSX managers' certificates are NOT verified; anyone "
                 "on the path can read the NSX password and rewrite the route"
             )
+        self.allocator.limit_arenas()
         self.ensure_vip()
         self._spawn("kubernetes", self._kubernetes, self._watcher_progress, 120.0)
         reconcile_stall = stall_limit(cfg.nsx.timeout, len(cfg.nsx.managers))
@@ -300,13 +303,17 @@ class Daemon:
             self._tick()
         if not self.stop_event.is_set():
             self.notifier.ready()
+        # What start-up freed (imports, the first list) goes back to the kernel.
+        self.allocator.release_free_memory()
         status_line = ""
-        # The VIP is re-checked every resync, like the route: someone may have removed it.
-        next_vip = time.monotonic() + self.cfg.nsx.resync_interval
+        # Every resync, like the route: someone may have removed the VIP; and what the
+        # last interval's requests freed is handed back.
+        next_resync = time.monotonic() + self.cfg.nsx.resync_interval
         while not self.stop_event.wait(self._tick_interval()):
-            if time.monotonic() >= next_vip:
-                next_vip = time.monotonic() + self.cfg.nsx.resync_interval
+            if time.monotonic() >= next_resync:
+                next_resync = time.monotonic() + self.cfg.nsx.resync_interval
                 self._recheck_vip()
+                self.allocator.release_free_memory()
             line = self.status_line()
             if line != status_line:
                 status_line = line
