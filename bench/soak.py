@@ -29,7 +29,8 @@ from typing import Optional
 
 from bench.lab.netns import interrupts_raise
 from bench.run import rss_kb
-from tests.integration.lab import NODES, Lab, wait_for
+from tests.integration.lab import NODES, Lab
+from tests.wait import wait_for
 
 A, B, C = NODES
 RSS_TARGET_KB = 4 * 1024

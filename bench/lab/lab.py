@@ -30,9 +30,9 @@ from bench.lab.netns import Cleanup, interrupts_raise
 from bench.lab.realizer import Realizer
 from bench.lab.systems import System, make_system
 from bench.lab.topology import API_PORT, NODES, NSX_MANAGER, Topology
-from tests.integration.lab import wait_for
 from tests.nsxsim import NsxSimulator
 from tests.pki import Pki
+from tests.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TIER1 = "cluster-router"

@@ -32,6 +32,7 @@ from tests.kubeapi import FakeKubeApiServer
 from tests.netns import InNamespace
 from tests.nsxsim import NsxSimulator
 from tests.pki import Pki
+from tests.wait import wait_for
 
 NODES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 VIP = "192.168.160.249"
@@ -321,29 +322,6 @@ class Lab:
 
     def dump(self) -> str:
         return "\n".join(f"--- {a}\n{n.log()[-6000:]}" for a, n in self.nodes.items())
-
-
-def wait_for(
-    predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
-    *nodes: Any,
-    interval: float = 0.02,
-    context: Callable[[], str] = lambda: "",
-) -> Any:
-    """Poll until predicate() is truthy and return its value; on timeout fail with
-    the daemons' logs and whatever `context()` adds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {n.address}\n{n.log()[-4000:]}" for n in nodes if n)
-            raise AssertionError(
-                f"timed out after {timeout:g} s waiting for {what}{context()}\n{logs}"
-            )
-        time.sleep(interval)
 
 
 def elapsed_until(predicate: Callable[[], Any], timeout: float, what: str, *nodes: Any) -> float:

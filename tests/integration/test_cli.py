@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from litelb import __version__
-from tests.integration.lab import NODES, PASSWORD, REPO, ROUTE_ID, TIER1, VIP, Lab, wait_for
+from tests.integration.lab import NODES, PASSWORD, REPO, ROUTE_ID, TIER1, VIP, Lab
 from tests.nsxsim import NsxSimulator
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.netns
 A = NODES[0]

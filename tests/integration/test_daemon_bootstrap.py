@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab import NODES, VIP, Lab, Node, wait_for
+from tests.integration.lab import NODES, VIP, Lab, Node
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.netns
 A, B, C = NODES

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.integration.lab import NODES, VIP, Lab, Node, elapsed_until, wait_for
+from tests.integration.lab import NODES, VIP, Lab, Node, elapsed_until
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.netns
 A, B, C = NODES

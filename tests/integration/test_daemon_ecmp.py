@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab import can_make_namespaces, lab, wait_for
+from tests.integration.lab import can_make_namespaces, lab
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.netns
 TEN = tuple(f"127.0.0.{n}" for n in range(2, 12))

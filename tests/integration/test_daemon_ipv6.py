@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab import ROUTE_ID, TIER1, Lab, can_make_namespaces, wait_for
+from tests.integration.lab import ROUTE_ID, TIER1, Lab, can_make_namespaces
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.netns
 VIP6 = "2001:db8::10"

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from tests.integration.lab import NODES, PASSWORD, TIER1, Lab, Node, wait_for
+from tests.integration.lab import NODES, PASSWORD, TIER1, Lab, Node
 from tests.nsxsim import NsxSimulator
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.netns
 A, B, C = NODES

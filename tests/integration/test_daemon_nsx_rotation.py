@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab import NODES, PASSWORD, Lab, Node, wait_for
+from tests.integration.lab import NODES, PASSWORD, Lab, Node
 from tests.integration.test_daemon_nsx_faults import principal, use_tls_nsx_with_principals
 from tests.pki import Pki, serial
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.netns
 A, B, C = NODES

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.lab import NODES, Lab, Node, wait_for
+from tests.integration.lab import NODES, Lab, Node
 from tests.pki import serial
+from tests.wait import wait_for
 
 pytestmark = pytest.mark.netns
 A, B, C = NODES

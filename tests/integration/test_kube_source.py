@@ -26,6 +26,7 @@ from litelb.config import KubernetesConfig
 from litelb.model import EndpointSnapshot
 from tests.kubeapi import FakeKubeApiServer
 from tests.pki import Pki
+from tests.wait import wait_for
 
 # Generous against a loaded CI box; the assertions on timing are separate and explicit.
 WAIT = 8.0
@@ -59,13 +60,6 @@ class Recorder:
             last = self.snapshots[-1].ready_addresses if self.snapshots else None
             assert ok, f"never saw ready {wanted}; last {last}"
             return self.snapshots[-1]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -326,7 +320,7 @@ def test_expired_watch_relists_and_misses_nothing(
         # the watcher's resourceVersion behind, so its next watch gets ERROR 410.
         fake.set_endpoints(["127.0.0.8"], slice_name="other", service="other")
         fake.compact()
-        wait_until(lambda: list_requests(fake) == 2)
+        wait_for(lambda: list_requests(fake) == 2, WAIT, "a second list after the 410")
         fake.set_endpoints(["127.0.0.2", "127.0.0.3"])
         recorder.wait_ready(["127.0.0.2", "127.0.0.3"])
         assert watcher.last_error is None
@@ -343,7 +337,7 @@ def test_dropped_watch_recovers(
             fake.drop_watches()
             fake.set_endpoints(["127.0.0.1", f"127.0.0.{round_ + 2}"])
             recorder.wait_ready(["127.0.0.1", f"127.0.0.{round_ + 2}"])
-        wait_until(lambda: watcher.last_error is None)
+        wait_for(lambda: watcher.last_error is None, WAIT, "the watch to recover")
 
 
 def test_bookmarks_advance_progress_and_the_resource_version(
@@ -362,13 +356,14 @@ def test_bookmarks_advance_progress_and_the_resource_version(
         assert watcher.last_progress > before
         assert recorder.count() == snapshots  # a bookmark is no new state
         # The next watch resumes from the bookmark, not from the list.
-        wait_until(
+        wait_for(
             lambda: any(
                 r.query.get("resourceVersion") == moved_to
                 for r in fake.requests()
                 if "watch" in r.query
             ),
-            timeout=4.0,
+            4.0,
+            "a watch from the bookmark's resourceVersion",
         )
         assert moved_to != listed_at
 
@@ -422,7 +417,7 @@ def test_forbidden_watcher_reports_once_and_keeps_trying(
     fake.set_endpoints(["127.0.0.1"])
     fake.set_rules(set())  # not even the Endpoints fallback
     with watching(make_client(fake.url()), retry_max=0.2) as (watcher, recorder):
-        wait_until(lambda: list_requests(fake) >= 4)
+        wait_for(lambda: list_requests(fake) >= 4, WAIT, "four list attempts")
         assert time.monotonic() - watcher.last_attempt < 2.0  # alive, retrying
         error = watcher.last_error or ""
         for part in ("list", "discovery.k8s.io/endpointslices", NODE_USER, RBAC_FIX):
@@ -439,7 +434,7 @@ def test_forbidden_watcher_reports_once_and_keeps_trying(
         fake.set_rules(None)  # the operator applied `litelb rbac`
         recorder.wait_ready(["127.0.0.1"])
         assert watcher.synced.is_set()
-        wait_until(lambda: watcher.last_error is None)
+        wait_for(lambda: watcher.last_error is None, WAIT, "the watch to recover")
 
 
 def test_forbidden_falls_back_to_polling_core_endpoints(
@@ -484,7 +479,11 @@ def test_a_failing_receiver_does_not_stop_the_watch(
     thread.start()
     try:
         fake.set_endpoints(["127.0.0.2"])
-        wait_until(lambda: bool(seen) and seen[-1].ready_addresses == ("127.0.0.2",))
+        wait_for(
+            lambda: bool(seen) and seen[-1].ready_addresses == ("127.0.0.2",),
+            WAIT,
+            "a snapshot with 127.0.0.2 ready",
+        )
     finally:
         stop.set()
         thread.join(2.0)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Callable, Optional
 
@@ -28,6 +30,7 @@ from litelb.engine import (
 from litelb.engine.store import RouteStoreAuthError, RouteStoreConflictError, RouteStoreError
 from litelb.metrics import Metrics
 from litelb.model import Action, Endpoint, EndpointSnapshot, Reason, Route, Tag
+from tests.wait import wait_for
 
 A, B, C = "10.20.4.2", "10.20.4.3", "10.20.4.4"
 PATH = "/infra/tier-1s/t1/static-routes/litelb-192-168-160-249"
@@ -315,67 +318,59 @@ def test_stall_limit_covers_one_call_over_every_manager() -> None:
     assert stall_limit(1.0, 1) == MIN_STALL_LIMIT
 
 
+def realtime_engine(nsx: MemoryNsx, node: str, coalesce: float, resync: float = 60.0) -> Engine:
+    """An engine on the real clocks, for the tests of its worker thread."""
+    settings = replace(config(node), resync_interval=resync)
+    return Engine(settings, nsx, metrics=Metrics(), local_addresses=frozenset, coalesce=coalesce)
+
+
+@contextmanager
+def worker(e: Engine) -> Iterator[threading.Thread]:
+    thread = threading.Thread(target=e.run, daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        e.stop(handover=False)
+        thread.join(5)
+
+
 def test_the_worker_coalesces_a_burst_of_kicks_into_few_passes(nsx: MemoryNsx) -> None:
     nsx.someone_writes(A, (A, B, C))
     nsx.read_time = 0.02  # kicks also arrive while a pass runs
-    e = Engine(
-        replace(config(B), resync_interval=3600.0),
-        nsx,
-        metrics=Metrics(),
-        local_addresses=frozenset,
-        coalesce=0.1,
-    )
+    e = realtime_engine(nsx, B, coalesce=0.1, resync=3600.0)
     e.set_snapshot(snapshot(A, B, C))
-    worker = threading.Thread(target=e.run, daemon=True)
-    worker.start()
-    try:
+    with worker(e) as thread:
         for i in range(100):  # a change every 5 ms for half a second
             e.set_snapshot(snapshot(A, B, C) if i % 2 else snapshot(A, B))
             time.sleep(0.005)
         time.sleep(0.3)
-    finally:
-        e.stop(handover=False)
-        worker.join(5)
-    assert not worker.is_alive()
+    assert not thread.is_alive()
     # One pass per coalescing window at most, not one per kick (plus start and end).
     assert nsx.reads <= 0.8 / 0.1 + 2, nsx.reads
     assert nsx.writes == [], "a follower never writes"
 
 
 def test_a_probe_verdict_is_acted_on_without_the_coalescing_window(nsx: MemoryNsx) -> None:
-    e = Engine(
-        replace(config(A), resync_interval=3600.0),
-        nsx,
-        metrics=Metrics(),
-        local_addresses=frozenset,
-        coalesce=30.0,
-    )
+    e = realtime_engine(nsx, A, coalesce=30.0, resync=3600.0)
     e.set_snapshot(snapshot(A, B, C))
     e.reconcile()
     assert nsx.route is not None and nsx.route.next_hops == (A, B, C)
-    worker = threading.Thread(target=e.run, daemon=True)
-    worker.start()
-    try:
+    with worker(e):
         e.set_health({A: Health(), B: Health(), C: Health(healthy=False)})
-        deadline = time.monotonic() + 5
-        while nsx.route.next_hops != (A, B) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert nsx.route.next_hops == (A, B), "a withdrawal waited for the coalescing window"
-    finally:
-        e.stop(handover=False)
-        worker.join(5)
+        wait_for(
+            lambda: nsx.route is not None and nsx.route.next_hops == (A, B),
+            5,
+            "the withdrawal, which must not wait for the coalescing window",
+        )
 
 
 def test_new_credentials_end_the_authentication_wait_at_once(nsx: MemoryNsx) -> None:
     nsx.fail = RouteStoreAuthError("GET answered 403: credentials incorrect")
-    e = Engine(config(A), nsx, metrics=Metrics(), local_addresses=frozenset, coalesce=0.01)
+    e = realtime_engine(nsx, A, coalesce=0.01)
     e.set_snapshot(snapshot(A, B))
-    worker = threading.Thread(target=e.run, daemon=True)
-    worker.start()
-    try:
-        deadline = time.monotonic() + 5
-        while e.schedule.backoff.failures < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+    with worker(e):
+        wait_for(lambda: e.schedule.backoff.failures >= 1, 5, "the first failure")
         # Then a minute's wait: repeated bad logins lock the account.
         assert e.schedule.due() - time.monotonic() > 50
         nsx.fail = None
@@ -383,10 +378,4 @@ def test_new_credentials_end_the_authentication_wait_at_once(nsx: MemoryNsx) -> 
         time.sleep(0.3)
         assert nsx.reads == 1
         e.retry_now()  # systemctl reload brought a new password
-        deadline = time.monotonic() + 1
-        while not nsx.writes and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert nsx.writes, "the new credentials were not tried within 1 s"
-    finally:
-        e.stop(handover=False)
-        worker.join(5)
+        wait_for(lambda: nsx.writes, 1, "a write with the new credentials")

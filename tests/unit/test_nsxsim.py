@@ -12,13 +12,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
 
 from tests import nsxsim
 from tests.nsxsim import NsxSimulator
+from tests.wait import wait_for
 
 T1 = "/policy/api/v1/infra/tier-1s/t1"
 ROUTE = T1 + "/static-routes/r1"
@@ -28,13 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def body(*hops: str, network: str = "192.0.2.10/32", **extra: Any) -> dict[str, Any]:
     return {"network": network, "next_hops": [{"ip_address": h} for h in hops], **extra}
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -284,10 +278,12 @@ def test_repeated_failures_lock_the_account() -> None:
         form = {"j_username": "admin", "j_password": "secret"}
         created = requests.post(sim.url + "/api/session/create", data=form, timeout=10)
         assert created.status_code == 403
-        eventually(
+        wait_for(
             lambda: (
                 requests.get(sim.url + T1, auth=("admin", "secret"), timeout=10).status_code == 200
-            )
+            ),
+            10.0,
+            "the lockout to end",
         )
 
 
