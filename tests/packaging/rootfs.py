@@ -128,15 +128,23 @@ def debian_mirror() -> str:
 
 
 def ensure_host_tools() -> None:
-    """debootstrap (and systemd-nspawn for the install test) come from apt."""
-    missing = [t for t in ("systemd-nspawn", "debootstrap") if shutil.which(t) is None]
-    if not missing or os.geteuid() != 0:
+    """debootstrap (and systemd-nspawn for the install test) come from apt; what apt
+    said is in the error when they are still missing."""
+    wanted = ("systemd-nspawn", "debootstrap")
+    if all(shutil.which(t) for t in wanted):
         return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-qq", "systemd-container", "debootstrap"]
-    if subprocess.run(cmd, capture_output=True, env=env, timeout=600).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
-        subprocess.run(cmd, capture_output=True, env=env, timeout=600)
+    said = "apt-get needs root"
+    if os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        cmd = ["apt-get", "install", "-y", "-qq", "systemd-container", "debootstrap"]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        if done.returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=300)
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        said = (done.stderr or done.stdout).strip()[-500:]
+    missing = [t for t in wanted if shutil.which(t) is None]
+    if missing:
+        raise RootfsError(f"{' and '.join(missing)} not installed ({said})")
 
 
 def _key(release: Release) -> str:
@@ -189,8 +197,6 @@ def _extend(root: Path, release: Release, log: Path) -> bool:
 def ensure_rootfs(release: Release, log: Optional[Path] = None) -> Path:
     """The cached root of `release`, built with debootstrap when missing or broken."""
     ensure_host_tools()
-    if shutil.which("debootstrap") is None:
-        raise RootfsError("debootstrap is not installed (apt-get install debootstrap)")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     log = log or CACHE_DIR / f"{release.name}.log"
     root = CACHE_DIR / f"{release.name}-rootfs"
@@ -233,6 +239,13 @@ def main(argv: list[str]) -> int:
         names = " ".join(RELEASES)
         print(f"usage: python3 -m tests.packaging.rootfs NAME... (of {names})", file=sys.stderr)
         return 2
+    # Once, before the threads: side by side, all but one apt-get would find dpkg
+    # locked and fail.
+    try:
+        ensure_host_tools()
+    except RootfsError as e:
+        print(f"rootfs: {e}", file=sys.stderr)
+        return 1
     # debootstrap mostly waits for downloads and dpkg: the roots build side by side.
     with ThreadPoolExecutor(len(argv)) as pool:
         futures = [pool.submit(ensure_rootfs, RELEASES[name]) for name in argv]

@@ -31,7 +31,7 @@ import pytest
 
 from tests.packaging.builds import REPO, build, copy_tree
 from tests.packaging.container import Container, booted
-from tests.packaging.rootfs import RELEASES, ensure_host_tools, ensure_rootfs
+from tests.packaging.rootfs import RELEASES, RootfsError, ensure_host_tools, ensure_rootfs
 
 pytestmark = [pytest.mark.packaging, pytest.mark.slow]
 
@@ -225,11 +225,10 @@ class Machine:
 
 @pytest.fixture(scope="module", params=["bookworm", "trixie"])
 def machine(request: pytest.FixtureRequest, deb: Path) -> Iterator[Machine]:
-    ensure_host_tools()
-    if shutil.which("systemd-nspawn") is None or shutil.which("debootstrap") is None:
-        pytest.skip(
-            "systemd-nspawn/debootstrap unavailable (apt-get install systemd-container debootstrap)"
-        )
+    try:
+        ensure_host_tools()
+    except RootfsError as e:
+        pytest.skip(str(e))
     release = RELEASES[request.param]
     rootfs = ensure_rootfs(release)
     with booted(rootfs, keep=os.environ.get("LITELB_TEST_KEEP") == "1") as c:
